@@ -1,0 +1,9 @@
+"""skpatch: unsupervised image anomaly detection that tolerates noisy training data.
+
+SoftPatch / SoftPatch+ with a scikit-learn API: :class:`SoftPatchClassifier`
+(is this image defective?) and :class:`SoftPatchSegmenter` (where?), built from
+a :class:`~sklearn.pipeline.Pipeline` of :class:`PatchFeaturizer`,
+:class:`NoiseDiscriminator` and :class:`WeightedCoreset`.
+"""
+
+__version__ = "0.1.0.dev0"

@@ -1,0 +1,1 @@
+"""Image data sets: MVTec-layout folders, noisy training splits, synthetic defects."""

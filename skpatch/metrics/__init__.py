@@ -1,0 +1,1 @@
+"""Anomaly detection metrics and scorers (1 = defective, higher score = more anomalous)."""
