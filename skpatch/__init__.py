@@ -7,3 +7,21 @@ a :class:`~sklearn.pipeline.Pipeline` of :class:`PatchFeaturizer`,
 """
 
 __version__ = "0.1.0.dev0"
+
+from ._backbones import WeightsUnavailableError
+from ._classifier import SoftPatchClassifier
+from ._coreset import WeightedCoreset
+from ._discriminator import NoiseDiscriminator
+from ._featurizer import PatchFeaturizer
+from ._patches import WeightedPatches
+from ._segmenter import SoftPatchSegmenter
+
+__all__ = [
+    "NoiseDiscriminator",
+    "PatchFeaturizer",
+    "SoftPatchClassifier",
+    "SoftPatchSegmenter",
+    "WeightedCoreset",
+    "WeightedPatches",
+    "WeightsUnavailableError",
+]

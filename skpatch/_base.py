@@ -1,0 +1,186 @@
+"""Shared machinery of SoftPatchClassifier and SoftPatchSegmenter."""
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, clone
+from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, check_memory
+
+from ._coreset import WeightedCoreset
+from ._discriminator import NoiseDiscriminator
+from ._featurizer import PatchFeaturizer
+from ._images import check_images
+
+STEP_NAMES = ("featurizer", "denoise", "memory")
+# sklearn's Pipeline reserves the name "memory" (its caching argument), so the
+# memory step is called "coreset" inside ``pipeline_``.
+PIPELINE_NAMES = {"featurizer": "featurizer", "denoise": "denoise", "memory": "coreset"}
+
+# Robust 3-sigma rule for contamination="auto": 1.4826 * MAD estimates the
+# standard deviation of normally distributed scores.
+_MAD_TO_STD = 1.4826
+_AUTO_N_STD = 3.0
+
+
+def _transform_features(featurizer, X):
+    """Module-level so that joblib.Memory can cache it by argument hash."""
+    return featurizer.transform(X)
+
+
+class BaseSoftPatch(BaseEstimator):
+    """Pipeline of featurizer -> noise discriminator -> weighted coreset.
+
+    ``featurizer``, ``denoise`` and ``memory`` are the pipeline steps. Left at
+    None they mean the default step, and nested parameters such as
+    ``denoise__threshold`` work on it all the same (``set_params`` puts the
+    default step in place first), so ``GridSearchCV`` needs no setup.
+    """
+
+    _parameter_constraints = {
+        "featurizer": [HasMethods(["fit_transform", "transform"]), None],
+        "denoise": [HasMethods(["fit_transform", "transform"]), StrOptions({"passthrough"}), None],
+        "memory": [HasMethods(["fit", "score_samples"]), None],
+        "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "cache": [None, str, HasMethods(["cache"])],
+        "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
+        "verbose": ["verbose"],
+    }
+
+    # Removal ratio of the default NoiseDiscriminator; subclasses override.
+    _default_threshold = 0.15
+
+    def __init__(
+        self,
+        featurizer=None,
+        denoise=None,
+        memory=None,
+        *,
+        contamination="auto",
+        cache=None,
+        random_state=None,
+        n_jobs=None,
+        verbose=0,
+    ):
+        self.featurizer = featurizer
+        self.denoise = denoise
+        self.memory = memory
+        self.contamination = contamination
+        self.cache = cache
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    # -- parameters ---------------------------------------------------------
+
+    def _default_step(self, name):
+        if name == "featurizer":
+            return PatchFeaturizer()
+        if name == "denoise":
+            return NoiseDiscriminator(threshold=self._default_threshold)
+        return WeightedCoreset()
+
+    def _step(self, name):
+        step = getattr(self, name)
+        return self._default_step(name) if step is None else step
+
+    def get_params(self, deep=True):
+        """Parameters, including those of the (default) steps when ``deep``."""
+        params = super().get_params(deep=False)
+        if deep:
+            for name in STEP_NAMES:
+                step = self._step(name)
+                if hasattr(step, "get_params"):
+                    params.update({f"{name}__{k}": v for k, v in step.get_params(deep=True).items()})
+        return params
+
+    def set_params(self, **params):
+        """Set parameters; ``step__param`` on a None step sets it on the default step."""
+        for name in STEP_NAMES:
+            if params.get(name, getattr(self, name)) is None and any(
+                key.startswith(f"{name}__") for key in params
+            ):
+                params.setdefault(name, self._default_step(name))
+        return super().set_params(**params)
+
+    # -- fitting --------------------------------------------------------------
+
+    def _make_pipeline(self):
+        steps = []
+        for name in STEP_NAMES:
+            step = self._step(name)
+            step = step if isinstance(step, str) else clone(step)
+            if not isinstance(step, str):
+                self._propagate(step)
+            steps.append((PIPELINE_NAMES[name], step))
+        return Pipeline(steps)
+
+    def _propagate(self, step):
+        """Hand the estimator-level settings to steps that leave them at default."""
+        params = step.get_params(deep=False)
+        shared = {"random_state": self.random_state, "n_jobs": self.n_jobs}
+        update = {k: v for k, v in shared.items() if k in params and params[k] is None and v is not None}
+        if "verbose" in params and not params["verbose"] and self.verbose:
+            update["verbose"] = self.verbose
+        step.set_params(**update)
+
+    def _fit_pipeline(self, X):
+        """Fit the pipeline; return the training features for in-sample scores."""
+        self._validate_params()
+        images = check_images(X)
+        self.pipeline_ = self._make_pipeline()
+        memory = check_memory(self.cache)
+        fit_featurizer = memory.cache(_fit_transform_step)
+        featurizer, features = fit_featurizer(self.pipeline_.steps[0][1], X)
+        self.pipeline_.steps[0] = ("featurizer", featurizer)
+        # The other steps are fitted in place (a Pipeline without memory does
+        # not clone) on the featurizer's cached output. Only the CNN is cached:
+        # the discriminator's output is as large as the features themselves.
+        Pipeline(self.pipeline_.steps[1:]).fit(features)
+        self.n_train_images_ = len(images)
+        self.image_size_ = images.image_size
+        return features
+
+    def _patch_anomaly(self, X=None, features=None):
+        """(n_images, h, w) weighted patch distances (higher = more anomalous)."""
+        check_is_fitted(self, "pipeline_")
+        if features is None:
+            memory = check_memory(self.cache)
+            features = memory.cache(_transform_features)(self.pipeline_[0], X)
+            features = self.pipeline_[1].transform(features) if self.pipeline_[1] != "passthrough" else features
+        scores = -self.pipeline_[-1].score_samples(features)
+        h, w = self.pipeline_[0].feature_shape_
+        return scores.reshape(len(scores), h, w)
+
+    def _offset(self, train_scores):
+        """``offset_`` from in-sample anomaly scores (higher = more anomalous)."""
+        train_scores = np.asarray(train_scores, dtype=np.float64).reshape(-1)
+        if self.contamination == "auto":
+            median = np.median(train_scores)
+            spread = _MAD_TO_STD * np.median(np.abs(train_scores - median))
+            threshold = median + _AUTO_N_STD * spread
+        else:
+            threshold = np.percentile(train_scores, 100.0 * (1.0 - self.contamination))
+        return -float(threshold)
+
+    @property
+    def named_steps(self):
+        """The fitted pipeline's steps, by name."""
+        check_is_fitted(self, "pipeline_")
+        return self.pipeline_.named_steps
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "outlier_detector"
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.non_deterministic = False
+        return tags
+
+
+def _fit_transform_step(step, X):
+    """Module-level so that joblib.Memory can cache it by argument hash."""
+    features = step.fit_transform(X)
+    return step, features

@@ -1,0 +1,168 @@
+"""Image-level anomaly classification: is this image defective?"""
+
+import numpy as np
+from sklearn.base import OutlierMixin, _fit_context
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import BaseSoftPatch
+
+
+class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
+    """Unsupervised image anomaly classifier that tolerates noisy training data.
+
+    SoftPatch (NeurIPS 2022) / SoftPatch+ (Pattern Recognition 2025): a
+    pipeline of :class:`PatchFeaturizer` (CNN patch features),
+    :class:`NoiseDiscriminator` (drops training patches that look like
+    unlabelled defects and turns outlier scores into soft weights) and
+    :class:`WeightedCoreset` (memory bank). An image's anomaly score is the
+    largest weighted distance of its patches to the memory bank.
+
+    The API is scikit-learn's outlier-detector API, as in
+    :class:`~sklearn.ensemble.IsolationForest`: :meth:`score_samples` is
+    higher for more normal images, :meth:`predict` returns +1 (normal) or -1
+    (anomalous).
+
+    Parameters
+    ----------
+    featurizer : PatchFeaturizer or None, default=None
+        The feature step; None means ``PatchFeaturizer()`` (embedded
+        ImageNet EfficientNet-Lite0, 224 px, no download).
+
+    denoise : NoiseDiscriminator, "passthrough" or None, default=None
+        The noise discrimination step; None means
+        ``NoiseDiscriminator(threshold=0.15)`` (LOF). ``"passthrough"``
+        keeps every patch with weight 1, which is plain PatchCore.
+
+    memory : WeightedCoreset or None, default=None
+        The memory step; None means ``WeightedCoreset()`` (10% coreset).
+
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        Sets :attr:`offset_` for :meth:`predict`. A float is the expected
+        fraction of anomalous training images: ``offset_`` is that
+        percentile of the in-sample training scores. ``"auto"`` flags images
+        whose anomaly score exceeds the training median by more than three
+        robust standard deviations (1.4826 x MAD), which is insensitive to a
+        minority of defective training images.
+
+    cache : str, joblib.Memory or None, default=None
+        Caches the CNN features (the expensive part) on disk, like
+        :class:`~sklearn.pipeline.Pipeline`'s ``memory``: a grid search over
+        ``denoise__*`` or ``memory__*`` settings then pays for the CNN once
+        per fold and once per scored set. Images given as file paths are
+        hashed by path, not content.
+
+    random_state : int, RandomState instance or None, default=None
+        Passed to the steps whose own ``random_state`` is None.
+
+    n_jobs : int, default=None
+        Torch threads, passed to the steps whose own ``n_jobs`` is None.
+
+    verbose : int, default=0
+        Progress bars for featurization and coreset selection when positive.
+
+    Attributes
+    ----------
+    pipeline_ : sklearn.pipeline.Pipeline
+        The fitted ``featurizer -> denoise -> memory`` pipeline.
+
+    offset_ : float
+        ``decision_function = score_samples - offset_``.
+
+    n_train_images_ : int
+        Number of training images.
+
+    image_size_ : tuple of (int, int)
+        Size (H, W) of the training images.
+
+    See Also
+    --------
+    SoftPatchSegmenter : Pixel-level anomaly maps and masks.
+    sklearn.ensemble.IsolationForest : The outlier-detector API followed here.
+
+    Notes
+    -----
+    Nested parameters reach the steps even when they are left at None:
+    ``SoftPatchClassifier().set_params(denoise__threshold=0.2)`` sets the
+    default discriminator's threshold, so
+    ``GridSearchCV(SoftPatchClassifier(), {"denoise__method": [...]})``
+    works directly. The in-sample training scores behind ``offset_`` are
+    optimistic (training patches can be in the memory bank).
+
+    References
+    ----------
+    .. [1] Jiang et al., "SoftPatch: Unsupervised Anomaly Detection with Noisy
+       Data", NeurIPS 2022.
+    .. [2] Wang et al., "SoftPatch+: Fully Unsupervised Anomaly
+       Classification and Segmentation", Pattern Recognition 2025.
+    .. [3] Roth et al., "Towards Total Recall in Industrial Anomaly
+       Detection", CVPR 2022 (PatchCore).
+
+    Examples
+    --------
+    >>> from skpatch import SoftPatchClassifier
+    >>> from skpatch.datasets import make_defects
+    >>> X, y, _ = make_defects(24, image_size=64, defect_ratio=0.5, random_state=0)
+    >>> clf = SoftPatchClassifier(random_state=0).set_params(featurizer__image_size=64)
+    >>> clf = clf.fit(X[y == 0])
+    >>> scores = clf.score_samples(X)   # higher = more normal
+    >>> bool(scores[y == 1].mean() < scores[y == 0].mean())
+    True
+    >>> clf.predict(X[:3]).shape
+    (3,)
+    """
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Fit the pipeline on (possibly contaminated) training images.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W[, C]) or list
+            Training images: uint8 or float in [0, 1], a list of arrays,
+            PIL images or file paths. They may contain unlabelled defects.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : SoftPatchClassifier
+        """
+        features = self._fit_pipeline(X)
+        train_scores = self._patch_anomaly(features=features).max(axis=(1, 2))
+        self.offset_ = self._offset(train_scores)
+        return self
+
+    def score_samples(self, X):
+        """Opposite of the anomaly score: higher means more normal.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W[, C]) or list
+            Test images.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_images,)
+            ``-max over patches of (distance to nearest memory patch x its
+            weight)``.
+        """
+        return -self._patch_anomaly(X).max(axis=(1, 2))
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative for predicted anomalies.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_images,)
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for normal images, -1 for anomalous ones.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_images,)
+        """
+        check_is_fitted(self, "offset_")
+        return np.where(self.decision_function(X) < 0, -1, 1)

@@ -1,0 +1,318 @@
+"""Noise discrimination: find training patches that are probably defects."""
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn import get_config
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._outlier_scores import global_ranks, knn_distance_scores, lof_scores, mahalanobis_scores
+from ._patches import WeightedPatches, check_patch_features
+from ._threads import torch_threads
+
+
+class NoiseDiscriminator(TransformerMixin, BaseEstimator):
+    """Score each training patch against the same position in the other images.
+
+    For every patch position, the patches of all training images at that
+    position form a small data set; a patch that is far from its peers there
+    is probably part of an unlabelled defect. The ``threshold`` fraction of
+    patches with the highest scores (over all positions) is removed, and the
+    scores of the kept patches become soft weights for the memory bank.
+
+    **Contract in a pipeline.** Like imbalanced-learn's samplers, this step
+    changes what flows during fit: ``fit_transform(X)`` returns a
+    :class:`~skpatch.WeightedPatches` (all patches, their weights and the keep
+    mask) for :class:`WeightedCoreset`, whereas ``transform(X)`` - used at
+    prediction time - returns ``X`` unchanged. So ``fit_transform(X)`` differs
+    from ``fit(X).transform(X)`` on purpose.
+
+    Parameters
+    ----------
+    method : {"lof", "nearest", "gaussian", "softpatch+"}, default="lof"
+        Outlier score computed per position:
+
+        - ``"nearest"``: mean distance to the ``n_neighbors`` nearest images;
+        - ``"lof"``: local outlier factor with ``n_neighbors`` neighbours;
+        - ``"gaussian"``: Mahalanobis distance to a Gaussian with shrunk
+          covariance (the ridge term, see ``shrinkage``);
+        - ``"softpatch+"``: SoftPatch+'s fusion, the mean of the global
+          rank-normalised LOF and Gaussian scores.
+
+    threshold : float in [0, 1), default=0.15
+        Fraction of all training patches removed (those with the highest
+        scores). 0 removes nothing (soft weighting only).
+
+    n_neighbors : int, default=6
+        Neighbours for ``"nearest"`` and ``"lof"`` (and ``"softpatch+"``).
+        Values >= the number of training images are reduced to n_images - 1
+        with a warning, as in :class:`sklearn.neighbors.LocalOutlierFactor`.
+
+    shrinkage : "auto" or float in [0, 1], default="auto"
+        Covariance shrinkage for ``"gaussian"``: ``"auto"`` uses the
+        Ledoit-Wolf estimate per position.
+
+    n_components : int or None, default=128
+        Scores are computed on a seeded Gaussian random projection of the
+        features to this many dimensions (as the official SoftPatch code
+        does), which speeds up distances and keeps the Gaussian well posed.
+        ``None`` or a value >= n_features uses the features as they are.
+
+    soft_weights : bool, default=True
+        If False, every kept patch gets weight 1 (hard removal only).
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the random projection.
+
+    n_jobs : int, default=None
+        Torch threads; ``None`` keeps torch's setting, -1 uses all cores.
+
+    Attributes
+    ----------
+    scores_ : ndarray of shape (n_images, n_patches)
+        Outlier score of every training patch (higher = more suspicious).
+
+    kept_ : ndarray of shape (n_images, n_patches), dtype bool
+        False for removed patches.
+
+    weights_ : ndarray of shape (n_images, n_patches)
+        Soft weight of every patch (removed patches keep theirs for
+        inspection; they never reach the memory bank).
+
+    score_threshold_ : float
+        Patches scoring above this were removed (``inf`` if none).
+
+    n_neighbors_ : int
+        Neighbours actually used.
+
+    n_features_in_ : int
+        Patch feature length seen in fit.
+
+    See Also
+    --------
+    WeightedCoreset : The memory step that consumes the kept patches.
+    sklearn.neighbors.LocalOutlierFactor : The LOF computed here per position.
+
+    Notes
+    -----
+    Weights, by method: ``"lof"`` uses the LOF value itself (about 1 for
+    inliers), as the SoftPatch paper does; ``"nearest"`` and ``"gaussian"``
+    divide the score by its median over all patches, so a typical patch has
+    weight 1 whatever the feature scale; ``"softpatch+"`` averages the LOF
+    weight and the median-scaled Gaussian weight. A test patch matched to a
+    memory patch of weight ``w`` gets ``w`` times its distance: suspicious
+    memory patches count as less normal.
+
+    The per-position distance blocks take ``n_images**2`` floats each;
+    positions are processed in chunks sized by scikit-learn's
+    ``working_memory`` setting, so memory stays bounded.
+
+    References
+    ----------
+    .. [1] Jiang et al., "SoftPatch: Unsupervised Anomaly Detection with Noisy
+       Data", NeurIPS 2022.
+    .. [2] Jiang et al., "SoftPatch+: Fully Unsupervised Anomaly
+       Classification and Segmentation", Pattern Recognition 2025,
+       arXiv:2412.20870.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skpatch import NoiseDiscriminator
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(20, 4, 8)).astype(np.float32)
+    >>> X[3, 2] += 10.0  # image 3 has a defect at position 2
+    >>> disc = NoiseDiscriminator(threshold=0.05, n_neighbors=5).fit(X)
+    >>> bool(disc.kept_[3, 2]), int((~disc.kept_).sum())
+    (False, 4)
+    """
+
+    _parameter_constraints = {
+        "method": [StrOptions({"lof", "nearest", "gaussian", "softpatch+"})],
+        "threshold": [Interval(Real, 0, 1, closed="left")],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "shrinkage": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="both")],
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "soft_weights": ["boolean"],
+        "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
+    }
+
+    def __init__(
+        self,
+        method="lof",
+        *,
+        threshold=0.15,
+        n_neighbors=6,
+        shrinkage="auto",
+        n_components=128,
+        soft_weights=True,
+        random_state=None,
+        n_jobs=None,
+    ):
+        self.method = method
+        self.threshold = threshold
+        self.n_neighbors = n_neighbors
+        self.shrinkage = shrinkage
+        self.n_components = n_components
+        self.soft_weights = soft_weights
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Score every training patch and choose which to keep.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, n_patches, n_features)
+            Patch features of the training images.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : NoiseDiscriminator
+        """
+        features, _, _ = check_patch_features(X)
+        n_images = features.shape[0]
+        if n_images < 2:
+            raise ValueError(f"NoiseDiscriminator needs at least 2 training images; got {n_images}.")
+        self.n_features_in_ = features.shape[2]
+        self.n_neighbors_ = self._check_n_neighbors(n_images)
+        with torch_threads(self.n_jobs):
+            raw = self._raw_scores(features)
+        self.scores_, weights = _scores_and_weights(self.method, raw)
+        self.kept_, self.score_threshold_ = _keep_mask(self.scores_, self.threshold)
+        self.weights_ = weights if self.soft_weights else np.ones_like(weights)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit, then hand all patches with weights and keep mask to the next step.
+
+        Returns
+        -------
+        patches : WeightedPatches
+            ``X`` with ``weights_`` and ``kept_``; see the class docstring.
+        """
+        self.fit(X)
+        return WeightedPatches(X, self.weights_, self.kept_)
+
+    def transform(self, X):
+        """Pass test features through unchanged (prediction time).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, n_patches, n_features)
+
+        Returns
+        -------
+        X : ndarray of shape (n_images, n_patches, n_features)
+            The same array.
+        """
+        check_is_fitted(self, "scores_")
+        features, _, _ = check_patch_features(X)
+        if features.shape[2] != self.n_features_in_:
+            msg = (
+                f"X has {features.shape[2]} features per patch, but "
+                f"NoiseDiscriminator was fitted with {self.n_features_in_}."
+            )
+            raise ValueError(msg)
+        return X
+
+    def _check_n_neighbors(self, n_images):
+        if self.n_neighbors < n_images:
+            return int(self.n_neighbors)
+        import warnings
+
+        msg = (
+            f"n_neighbors ({self.n_neighbors}) is not less than the number of "
+            f"training images ({n_images}); using n_neighbors = {n_images - 1}."
+        )
+        warnings.warn(msg, UserWarning)
+        return n_images - 1
+
+    def _raw_scores(self, features):
+        """Dict of raw score arrays (n_images, n_patches) for the chosen method."""
+        needed = {
+            "nearest": ("nearest",),
+            "lof": ("lof",),
+            "gaussian": ("gaussian",),
+            "softpatch+": ("lof", "gaussian"),
+        }[self.method]
+        projection = self._projection(features.shape[2])
+        n_images, n_patches, _ = features.shape
+        chunk = _positions_per_chunk(n_images, features.shape[2] if projection is None else projection.shape[1])
+        out = {name: np.empty((n_images, n_patches), dtype=np.float32) for name in needed}
+        for start in range(0, n_patches, chunk):
+            block = torch.from_numpy(np.ascontiguousarray(features[:, start : start + chunk])).float()
+            if projection is not None:
+                block = block @ projection
+            Z = block.transpose(0, 1).contiguous()  # (positions, images, dims)
+            for name in needed:
+                out[name][:, start : start + chunk] = self._score(name, Z).T.numpy()
+        return out
+
+    def _score(self, name, Z):
+        if name == "nearest":
+            return knn_distance_scores(Z, self.n_neighbors_)
+        if name == "lof":
+            return lof_scores(Z, self.n_neighbors_)
+        return mahalanobis_scores(Z, self.shrinkage)
+
+    def _projection(self, n_features):
+        if self.n_components is None or self.n_components >= n_features:
+            return None
+        rng = check_random_state(self.random_state)
+        matrix = rng.standard_normal((n_features, self.n_components)) / np.sqrt(self.n_components)
+        return torch.from_numpy(matrix.astype(np.float32))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        return tags
+
+
+def _positions_per_chunk(n_images, n_dims):
+    """Positions per chunk so the working set stays within working_memory."""
+    budget = get_config()["working_memory"] * 2**20
+    # Distances, top-k and gathers each hold about n_images**2 floats per
+    # position; the Gaussian holds a (d, d) covariance and its factor.
+    per_position = 4 * (4 * n_images * n_images + 3 * n_dims * n_dims + 3 * n_images * n_dims)
+    return max(1, int(budget // per_position))
+
+
+def _median_scaled(score):
+    median = float(np.median(score))
+    return score / median if median > 0 else np.ones_like(score)
+
+
+def _scores_and_weights(method, raw):
+    """Combine raw scores into the removal score and the soft weights."""
+    if method == "lof":
+        return raw["lof"], raw["lof"].astype(np.float32)
+    if method in ("nearest", "gaussian"):
+        return raw[method], _median_scaled(raw[method]).astype(np.float32)
+    # softpatch+: rank-normalise each score over all patches, then average.
+    ranks = global_ranks(torch.from_numpy(raw["lof"]).double()) + global_ranks(
+        torch.from_numpy(raw["gaussian"]).double()
+    )
+    weights = 0.5 * (raw["lof"] + _median_scaled(raw["gaussian"]))
+    return (ranks / 2).numpy().astype(np.float32), weights.astype(np.float32)
+
+
+def _keep_mask(scores, threshold):
+    """Remove exactly floor(threshold * n) patches with the highest scores."""
+    n_remove = int(np.floor(threshold * scores.size))
+    kept = np.ones(scores.size, dtype=bool)
+    if n_remove == 0:
+        return kept.reshape(scores.shape), float("inf")
+    # Stable sort: among equal scores the later patch is removed first, deterministically.
+    order = np.argsort(scores.reshape(-1), kind="stable")
+    kept[order[-n_remove:]] = False
+    return kept.reshape(scores.shape), float(scores.reshape(-1)[order[-n_remove - 1]])

@@ -1,0 +1,282 @@
+"""Locally aware patch features from an ImageNet-pretrained CNN."""
+
+import os
+from numbers import Integral
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._backbones import DEFAULT_BACKBONE, build_backbone
+from ._images import check_images
+from ._threads import torch_threads
+from ._progress import progress
+
+
+class PatchFeaturizer(TransformerMixin, BaseEstimator):
+    """Turn images into one feature vector per patch position.
+
+    Images are resized to ``image_size`` and normalised as the backbone was
+    during ImageNet training. Two intermediate stages of the CNN (strides 8
+    and 16 by default) are each averaged over a ``patch_size`` x ``patch_size``
+    neighbourhood (local aggregation), the coarse map is bilinearly upsampled
+    onto the fine grid, and each stage's channels are average-pooled to
+    ``embed_dim // n_stages`` dimensions so that every stage weighs the same
+    in Euclidean distances. The result has shape
+    ``(n_images, h * w, embed_dim)`` where ``(h, w)`` is the fine grid.
+
+    Parameters
+    ----------
+    backbone : str, default="tf_efficientnet_lite0"
+        Name of a timm CNN, optionally with a pretrained tag
+        (``"wide_resnet50_2.tv_in1k"``, the SoftPatch paper's backbone).
+
+    weights : {"imagenet"}, str, path-like or None, default="imagenet"
+        ``"imagenet"`` loads pretrained weights: the embedded EfficientNet-Lite0
+        file for the default backbone, otherwise a cached torchvision/timm
+        checkpoint or a download where a network exists (a clear error
+        explains the options when none works). A path loads that state dict
+        file (``torch.load(..., weights_only=True)`` or safetensors).
+        ``None`` keeps random weights, which is only useful for tests.
+
+    stages : tuple of int, default=(2, 3)
+        Indices into the backbone's ``feature_info`` (stride 8 and 16 for
+        ResNets and EfficientNets). The first listed stage sets the grid.
+
+    image_size : int or tuple of (int, int), default=224
+        Images are resized to this size (height, width) before the CNN.
+
+    embed_dim : int, default=256
+        Length of each patch feature vector; must be divisible by the number
+        of stages.
+
+    patch_size : int, default=3
+        Side of the local aggregation window (odd); 1 disables aggregation.
+
+    batch_size : int, default=16
+        Images per forward pass. Images given as file paths are read one batch
+        at a time, so memory does not grow with the number of images.
+
+    feature_dtype : {"float32", "float16"}, default="float32"
+        Storage type of the returned features. ``"float16"`` halves memory;
+        all distances downstream are still computed in float32.
+
+    n_jobs : int, default=None
+        Number of torch threads during inference; ``None`` keeps torch's
+        current setting and -1 uses all cores.
+
+    verbose : int, default=0
+        Show a progress bar over batches when positive.
+
+    Attributes
+    ----------
+    backbone_ : torch.nn.Module
+        The CNN truncated after the last requested stage, in eval mode.
+
+    feature_shape_ : tuple of (int, int)
+        The patch grid ``(h, w)``.
+
+    n_features_out_ : int
+        Equal to ``embed_dim``.
+
+    mean_, std_ : tuple of float
+        Normalisation of the backbone's pretrained configuration.
+
+    See Also
+    --------
+    NoiseDiscriminator : Scores and removes noisy training patches.
+    WeightedCoreset : Memory bank of weighted patches.
+
+    Notes
+    -----
+    This follows PatchCore's "locally aware patch features" (Roth et al.,
+    CVPR 2022), as used by SoftPatch (Jiang et al., NeurIPS 2022).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skpatch import PatchFeaturizer
+    >>> X = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    >>> featurizer = PatchFeaturizer(image_size=64, embed_dim=64).fit(X)
+    >>> features = featurizer.transform(X)
+    >>> features.shape, featurizer.feature_shape_
+    ((2, 64, 64), (8, 8))
+    """
+
+    _parameter_constraints = {
+        "backbone": [str],
+        "weights": [str, os.PathLike, None],
+        "stages": [tuple, list],
+        "image_size": [Interval(Integral, 16, None, closed="left"), tuple, list],
+        "embed_dim": [Interval(Integral, 1, None, closed="left")],
+        "patch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "feature_dtype": [StrOptions({"float32", "float16"})],
+        "n_jobs": [Integral, None],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        backbone=DEFAULT_BACKBONE,
+        *,
+        weights="imagenet",
+        stages=(2, 3),
+        image_size=224,
+        embed_dim=256,
+        patch_size=3,
+        batch_size=16,
+        feature_dtype="float32",
+        n_jobs=None,
+        verbose=0,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.stages = stages
+        self.image_size = image_size
+        self.embed_dim = embed_dim
+        self.patch_size = patch_size
+        self.batch_size = batch_size
+        self.feature_dtype = feature_dtype
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    def fit(self, X, y=None):
+        """Load the backbone and check the images.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W[, C]) or list
+            Images: uint8 or float in [0, 1], a list of arrays, PIL images
+            or file paths.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : PatchFeaturizer
+        """
+        self._validate_params()
+        check_images(X)
+        self._check_settings()
+        model = build_backbone(self.backbone, self.weights)
+        self.stages_ = tuple(int(s) for s in self.stages)
+        self._check_stages(model)
+        model.prune_intermediate_layers(indices=list(self.stages_), prune_head=True, prune_norm=True)
+        self.backbone_ = model.eval().requires_grad_(False)
+        self.mean_ = tuple(float(v) for v in model.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
+        self.std_ = tuple(float(v) for v in model.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))
+        self.n_features_out_ = int(self.embed_dim)
+        # The grid depends on the backbone's padding rules: measure it once.
+        with torch.inference_mode():
+            probe = self._maps(torch.zeros((1, 3, *self._image_size())))
+        self.feature_shape_ = tuple(int(v) for v in probe[0].shape[-2:])
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit, then return the patch features of ``X`` (a single pass)."""
+        return self.fit(X).transform(X)
+
+    def transform(self, X):
+        """Compute patch features.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W[, C]) or list
+            Images, as in :meth:`fit`. Sizes may differ from the training
+            images (all are resized to ``image_size``) but must agree within X.
+
+        Returns
+        -------
+        features : ndarray of shape (n_images, h * w, embed_dim)
+            One feature vector per patch position, row-major over the grid
+            ``feature_shape_``.
+        """
+        check_is_fitted(self, "backbone_")
+        images = check_images(X)
+        out = np.empty(
+            (len(images), self.feature_shape_[0] * self.feature_shape_[1], self.embed_dim),
+            dtype=self.feature_dtype,
+        )
+        start = 0
+        batches = progress(
+            images.batches(self.batch_size),
+            enabled=self.verbose > 0,
+            total=-(-len(images) // self.batch_size),
+            desc="featurize",
+        )
+        with torch_threads(self.n_jobs), torch.inference_mode():
+            for batch in batches:
+                feats = self._embed(batch)
+                out[start : start + len(feats)] = feats.numpy()
+                start += len(feats)
+        return out
+
+    def _embed(self, batch):
+        """(b, 3, H, W) in [0, 1] -> (b, h * w, embed_dim) float32 tensor."""
+        size = self._image_size()
+        if tuple(batch.shape[-2:]) != size:
+            batch = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+        maps = self._maps(batch)
+        grid = maps[0].shape[-2:]
+        dim_per_stage = self.embed_dim // len(maps)
+        pooled = []
+        for fmap in maps:
+            if self.patch_size > 1:
+                # Local aggregation; count_include_pad=False keeps borders unbiased.
+                fmap = F.avg_pool2d(
+                    fmap, self.patch_size, stride=1, padding=self.patch_size // 2,
+                    count_include_pad=False,
+                )
+            if fmap.shape[-2:] != grid:
+                fmap = F.interpolate(fmap, size=grid, mode="bilinear", align_corners=False)
+            b, c, h, w = fmap.shape
+            flat = fmap.permute(0, 2, 3, 1).reshape(b * h * w, 1, c)
+            pooled.append(F.adaptive_avg_pool1d(flat, dim_per_stage).reshape(b, h * w, dim_per_stage))
+        return torch.cat(pooled, dim=-1)
+
+    def _maps(self, batch):
+        mean = torch.tensor(self.mean_).view(1, 3, 1, 1)
+        std = torch.tensor(self.std_).view(1, 3, 1, 1)
+        return self.backbone_.forward_intermediates(
+            (batch - mean) / std, indices=list(self.stages_), intermediates_only=True
+        )
+
+    def _image_size(self):
+        size = self.image_size
+        return (int(size), int(size)) if isinstance(size, Integral) else tuple(int(s) for s in size)
+
+    def _check_settings(self):
+        size = self.image_size
+        if not isinstance(size, Integral):
+            if len(size) != 2 or not all(isinstance(s, Integral) and s >= 16 for s in size):
+                raise ValueError(f"image_size must be an int or a pair of ints >= 16; got {size!r}.")
+        if self.patch_size % 2 == 0:
+            raise ValueError(f"patch_size must be odd; got {self.patch_size}.")
+        if len(self.stages) == 0 or self.embed_dim % len(self.stages):
+            msg = (
+                f"embed_dim={self.embed_dim} must be a positive multiple of the "
+                f"number of stages ({len(self.stages)})."
+            )
+            raise ValueError(msg)
+
+    def _check_stages(self, model):
+        n_stages = len(model.feature_info)
+        bad = [s for s in self.stages_ if not 0 <= s < n_stages]
+        if bad or list(self.stages_) != sorted(set(self.stages_)):
+            reductions = [info["reduction"] for info in model.feature_info]
+            msg = (
+                f"stages must be distinct, increasing indices in [0, {n_stages}) for "
+                f"backbone {self.backbone!r} (strides {reductions}); got {self.stages!r}."
+            )
+            raise ValueError(msg)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.transformer_tags.preserves_dtype = []
+        return tags

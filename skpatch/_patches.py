@@ -1,0 +1,86 @@
+"""Patch feature arrays and the weighted patch set passed from denoising to memory."""
+
+import numpy as np
+
+
+class WeightedPatches:
+    """Training patches with soft weights and a keep mask.
+
+    This is what :meth:`NoiseDiscriminator.fit_transform` hands to
+    :meth:`WeightedCoreset.fit`: every training patch, whether it was kept
+    (removed patches may never enter the memory bank) and its soft weight.
+
+    Parameters
+    ----------
+    features : ndarray of shape (n_images, n_patches, n_features)
+        Patch features, unchanged.
+    weights : ndarray of shape (n_images, n_patches)
+        Positive soft weights; a test patch matched to a memory patch has its
+        distance multiplied by that patch's weight.
+    kept : ndarray of shape (n_images, n_patches), dtype bool
+        False for patches removed as noise.
+    """
+
+    def __init__(self, features, weights, kept):
+        self.features = features
+        self.weights = np.asarray(weights, dtype=np.float32)
+        self.kept = np.asarray(kept, dtype=bool)
+        if self.weights.shape != features.shape[:2] or self.kept.shape != features.shape[:2]:
+            msg = (
+                f"weights {self.weights.shape} and kept {self.kept.shape} must both "
+                f"have shape (n_images, n_patches) = {features.shape[:2]}."
+            )
+            raise ValueError(msg)
+
+    @property
+    def shape(self):
+        return self.features.shape
+
+    def __len__(self):
+        return len(self.features)
+
+    def __repr__(self):
+        n, p, d = self.features.shape
+        return f"WeightedPatches(n_images={n}, n_patches={p}, n_features={d}, kept={int(self.kept.sum())})"
+
+
+def check_patch_features(X, *, name="X", allow_weighted=False):
+    """Validate a patch feature array of shape (n_images, n_patches, n_features).
+
+    Returns ``(features, weights, kept)``; weights are ones and every patch is
+    kept unless ``X`` is a :class:`WeightedPatches`.
+    """
+    if isinstance(X, WeightedPatches):
+        if not allow_weighted:
+            raise TypeError(f"{name} must be a patch feature array, not WeightedPatches.")
+        return _check_array(X.features, name), X.weights, X.kept
+    features = _check_array(X, name)
+    n_images, n_patches = features.shape[:2]
+    return (
+        features,
+        np.ones((n_images, n_patches), dtype=np.float32),
+        np.ones((n_images, n_patches), dtype=bool),
+    )
+
+
+def _check_array(X, name):
+    if not isinstance(X, np.ndarray):
+        msg = (
+            f"{name} must be an ndarray of patch features with shape "
+            f"(n_images, n_patches, n_features), as PatchFeaturizer.transform "
+            f"returns; got {type(X).__name__}."
+        )
+        raise TypeError(msg)
+    if X.ndim != 3:
+        msg = (
+            f"{name} must have shape (n_images, n_patches, n_features); got shape "
+            f"{X.shape}. Pass images through PatchFeaturizer first."
+        )
+        raise ValueError(msg)
+    if min(X.shape) == 0:
+        raise ValueError(f"{name} is empty: shape {X.shape}.")
+    if X.dtype not in (np.float32, np.float16, np.float64):
+        raise TypeError(f"{name} must be a float array; got dtype {X.dtype}.")
+    if not np.isfinite(X).all():
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    return X

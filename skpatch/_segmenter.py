@@ -1,0 +1,189 @@
+"""Pixel-level anomaly segmentation: where is the defect?"""
+
+from numbers import Real
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import BaseSoftPatch
+from ._images import check_images
+
+
+class SoftPatchSegmenter(BaseSoftPatch):
+    """Unsupervised anomaly segmentation that tolerates noisy training data.
+
+    The same pipeline as :class:`SoftPatchClassifier`, read out per pixel:
+    the weighted patch distances are bilinearly upsampled to each input
+    image's resolution and smoothed with a Gaussian of width ``sigma``.
+    SoftPatch+ removes more training patches for segmentation than for
+    classification, so the default discriminator here uses
+    ``threshold=0.5`` (the classifier's uses 0.15); set
+    ``denoise__threshold`` to change it.
+
+    Parameters
+    ----------
+    featurizer : PatchFeaturizer or None, default=None
+        The feature step; None means ``PatchFeaturizer()``.
+
+    denoise : NoiseDiscriminator, "passthrough" or None, default=None
+        None means ``NoiseDiscriminator(threshold=0.5)``.
+
+    memory : WeightedCoreset or None, default=None
+        None means ``WeightedCoreset()``.
+
+    sigma : float, default=4.0
+        Standard deviation, in input pixels, of the Gaussian smoothing of the
+        upsampled maps; 0 disables smoothing.
+
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        Sets the pixel threshold :attr:`offset_` used by :meth:`predict`: a
+        float is the expected fraction of anomalous training *pixels*;
+        ``"auto"`` is the training median plus three robust standard
+        deviations of the in-sample pixel scores.
+
+    cache, random_state, n_jobs, verbose
+        As in :class:`SoftPatchClassifier`.
+
+    Attributes
+    ----------
+    pipeline_ : sklearn.pipeline.Pipeline
+        The fitted ``featurizer -> denoise -> memory`` pipeline.
+
+    offset_ : float
+        ``decision_function = score_samples - offset_``, per pixel.
+
+    n_train_images_ : int
+        Number of training images.
+
+    image_size_ : tuple of (int, int)
+        Size (H, W) of the training images.
+
+    See Also
+    --------
+    SoftPatchClassifier : Image-level scores and labels.
+
+    Examples
+    --------
+    >>> from skpatch import SoftPatchSegmenter
+    >>> from skpatch.datasets import make_defects
+    >>> X, y, masks = make_defects(24, image_size=64, random_state=0)
+    >>> seg = SoftPatchSegmenter(random_state=0).set_params(featurizer__image_size=64)
+    >>> seg = seg.fit(X[y == 0])
+    >>> maps = seg.score_samples(X)   # per pixel, higher = more normal
+    >>> maps.shape
+    (24, 64, 64)
+    >>> bool(-maps[masks].mean() > -maps[~masks].mean())
+    True
+    """
+
+    _parameter_constraints = {
+        **BaseSoftPatch._parameter_constraints,
+        "sigma": [Interval(Real, 0, None, closed="left")],
+    }
+
+    _default_threshold = 0.5
+
+    def __init__(
+        self,
+        featurizer=None,
+        denoise=None,
+        memory=None,
+        *,
+        sigma=4.0,
+        contamination="auto",
+        cache=None,
+        random_state=None,
+        n_jobs=None,
+        verbose=0,
+    ):
+        super().__init__(
+            featurizer, denoise, memory, contamination=contamination, cache=cache,
+            random_state=random_state, n_jobs=n_jobs, verbose=verbose,
+        )
+        self.sigma = sigma
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Fit the pipeline on (possibly contaminated) training images.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W[, C]) or list
+            Training images; they may contain unlabelled defects.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : SoftPatchSegmenter
+        """
+        features = self._fit_pipeline(X)
+        patch_maps = self._patch_anomaly(features=features)
+        # In-sample pixel scores at the featurizer's resolution (the pixel
+        # distribution barely depends on the output size, memory does).
+        size = self.pipeline_[0]._image_size()
+        self.offset_ = self._offset(self._to_pixels(patch_maps, size))
+        return self
+
+    def score_samples(self, X):
+        """Per-pixel opposite anomaly score at the input resolution.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W[, C]) or list
+            Test images, all of one size.
+
+        Returns
+        -------
+        maps : ndarray of shape (n_images, H, W), float32
+            Higher means more normal, as in scikit-learn's outlier detectors;
+            ``-maps`` is the anomaly map.
+        """
+        images = check_images(X)
+        return -self._to_pixels(self._patch_anomaly(images), images.image_size)
+
+    def anomaly_maps(self, X):
+        """Anomaly maps (higher = more anomalous), i.e. ``-score_samples(X)``.
+
+        Returns
+        -------
+        maps : ndarray of shape (n_images, H, W), float32
+        """
+        return -self.score_samples(X)
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative on predicted defect pixels.
+
+        Returns
+        -------
+        maps : ndarray of shape (n_images, H, W)
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """Binary defect masks.
+
+        Returns
+        -------
+        masks : ndarray of shape (n_images, H, W), dtype bool
+            True where a pixel is predicted defective (like ground-truth masks).
+        """
+        check_is_fitted(self, "offset_")
+        return self.decision_function(X) < 0
+
+    def _to_pixels(self, patch_maps, size):
+        """Upsample (n, h, w) patch maps to ``size`` and smooth them."""
+        maps = F.interpolate(
+            torch.from_numpy(np.ascontiguousarray(patch_maps, dtype=np.float32))[:, None],
+            size=tuple(size), mode="bilinear", align_corners=False,
+        )[:, 0].numpy()
+        if self.sigma > 0:
+            for i in range(len(maps)):
+                # truncate=4 gives PatchCore's 33 px kernel for sigma=4.
+                maps[i] = gaussian_filter(maps[i], sigma=self.sigma, truncate=4.0)
+        return maps
