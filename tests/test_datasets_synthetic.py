@@ -1,0 +1,237 @@
+"""Tests for the synthetic defect generators."""
+
+import time
+
+import numpy as np
+import pytest
+from sklearn.utils import check_random_state
+
+from skpatch.datasets import make_defect_dataset, make_defects
+from skpatch.datasets._synthetic import DEFECT_TYPES, _draw_image_types, _generate
+
+
+@pytest.mark.parametrize("kind", ["texture", "object"])
+@pytest.mark.parametrize("image_size", [16, 64])
+def test_shapes_and_dtypes(kind, image_size):
+    X, y, masks = make_defects(
+        12, image_size=image_size, kind=kind, random_state=0
+    )
+    assert X.shape == (12, image_size, image_size, 3)
+    assert X.dtype == np.uint8
+    assert y.shape == (12,)
+    assert y.dtype.kind == "i"
+    assert set(np.unique(y)) <= {0, 1}
+    assert masks.shape == (12, image_size, image_size)
+    assert masks.dtype == bool
+
+
+def test_reproducible_with_random_state():
+    first = make_defects(10, image_size=32, random_state=3)
+    second = make_defects(10, image_size=32, random_state=3)
+    other = make_defects(10, image_size=32, random_state=4)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_random_state_instance_is_advanced():
+    rng = np.random.RandomState(0)
+    X1, _, _ = make_defects(4, image_size=32, random_state=rng)
+    X2, _, _ = make_defects(4, image_size=32, random_state=rng)
+    assert not np.array_equal(X1, X2)
+
+
+@pytest.mark.parametrize(
+    "n_samples, defect_ratio", [(10, 0.5), (7, 0.3), (5, 0.0), (5, 1.0), (1, 0.9)]
+)
+def test_exact_number_of_defective_images(n_samples, defect_ratio):
+    _, y, masks = make_defects(
+        n_samples, image_size=16, defect_ratio=defect_ratio, random_state=0
+    )
+    assert y.sum() == round(defect_ratio * n_samples)
+    # A mask is empty exactly when the image is good.
+    np.testing.assert_array_equal(masks.any(axis=(1, 2)), y == 1)
+
+
+def test_defective_positions_are_shuffled():
+    _, y, _ = make_defects(40, image_size=16, random_state=0)
+    assert not (np.array_equal(y, np.sort(y)) or np.array_equal(y, np.sort(y)[::-1]))
+
+
+@pytest.mark.parametrize("kind", ["texture", "object"])
+@pytest.mark.parametrize("image_size", [64, 256])
+@pytest.mark.parametrize("defect_type", DEFECT_TYPES)
+def test_defect_changes_exactly_the_masked_pixels(kind, image_size, defect_type):
+    rng = check_random_state(0)
+    types = np.array(["good", defect_type, defect_type, defect_type])
+    images, clean, masks = _generate(types, image_size, kind, rng)
+    np.testing.assert_array_equal(images[0], clean[0])
+    assert not masks[0].any()
+    diff = np.abs(images.astype(float) - clean.astype(float)).mean(axis=3)
+    for i in range(1, len(types)):
+        mask = masks[i]
+        assert mask.any()
+        # Clearly visible: tens of intensity levels on average.
+        assert diff[i][mask].mean() > 20
+        outside = diff[i][~mask]
+        if defect_type == "stain":
+            # The soft rim changes a little outside the mask, never as much.
+            assert outside.max() <= 0.5 * diff[i][mask].max() + 1
+            assert outside.mean() < 0.1 * diff[i][mask].mean()
+        else:
+            assert not outside.any()
+
+
+@pytest.mark.parametrize("image_size", [64, 256])
+def test_object_defects_stand_out_from_good_images(image_size):
+    # Public API only: compare defective images to the typical good image.
+    X, y, masks = make_defects(
+        24, image_size=image_size, kind="object", defect_ratio=0.5, random_state=1
+    )
+    typical = np.median(X[y == 0].astype(float), axis=0)
+    for image, mask in zip(X[y == 1], masks[y == 1]):
+        deviation = np.abs(image.astype(float) - typical).mean(axis=2)
+        assert deviation[mask].mean() > 3 * deviation[~mask].mean()
+
+
+def test_texture_defects_stand_out_from_image_statistics():
+    # The masked pixels are atypical of the image's own (stationary) texture.
+    X, y, masks = make_defects(
+        40, image_size=64, kind="texture", defect_ratio=0.5, random_state=2
+    )
+    flat_fraction = []
+    for image, mask in zip(X[y == 1], masks[y == 1]):
+        pixels = image.astype(float)
+        mean = pixels[~mask].mean(axis=0)
+        std = pixels[~mask].std(axis=0).mean()
+        deviation = np.abs(pixels[mask] - mean).mean(axis=1) / std
+        flat_fraction.append(deviation.mean() > 1.0)
+    # Most defects are far from the texture's mean colour.
+    assert np.mean(flat_fraction) > 0.8
+
+
+@pytest.mark.parametrize("kind", ["texture", "object"])
+def test_good_images_look_alike(kind):
+    X, y, _ = make_defects(20, image_size=32, kind=kind, defect_ratio=0, random_state=0)
+    means = X.reshape(20, -1, 3).mean(axis=1)
+    # One shared look: per-image colour means vary by a few levels only.
+    assert means.std(axis=0).max() < 6
+    assert not np.array_equal(X[0], X[1])
+
+
+def test_defect_types_are_respected():
+    data = make_defects(
+        20, image_size=16, defect_types=("hole", "stain"), return_bunch=True,
+        random_state=0,
+    )
+    assert set(data.defect_types[data.labels == 1]) <= {"hole", "stain"}
+    assert set(data.defect_types[data.labels == 0]) == {"good"}
+    single = make_defects(
+        6, image_size=16, defect_types="scratch", return_bunch=True, random_state=0
+    )
+    assert set(single.defect_types[single.labels == 1]) == {"scratch"}
+
+
+def test_all_defect_types_drawn():
+    data = make_defects(60, image_size=16, defect_ratio=1, return_bunch=True,
+                        random_state=0)
+    assert set(data.defect_types) == set(DEFECT_TYPES)
+
+
+def test_return_bunch_matches_tuple():
+    X, y, masks = make_defects(8, image_size=32, random_state=5)
+    data = make_defects(8, image_size=32, return_bunch=True, random_state=5)
+    assert set(data) == {"images", "labels", "masks", "defect_types", "DESCR"}
+    np.testing.assert_array_equal(data.images, X)
+    np.testing.assert_array_equal(data.labels, y)
+    np.testing.assert_array_equal(data.masks, masks)
+    np.testing.assert_array_equal(data.defect_types != "good", y == 1)
+    assert data.defect_types.dtype.kind == "U"
+    assert isinstance(data.DESCR, str)
+
+
+def test_draw_image_types_counts():
+    types = _draw_image_types(9, 0.5, ("hole",), check_random_state(0))
+    assert (types == "hole").sum() == round(0.5 * 9)
+
+
+def test_fast_enough():
+    make_defects(2, image_size=256, random_state=0)  # warm up
+    for kind in ("texture", "object"):
+        start = time.perf_counter()
+        make_defects(200, image_size=256, kind=kind, random_state=0)
+        # Spec: well under 2 s; leave headroom for a busy test machine.
+        assert time.perf_counter() - start < 3
+
+
+def test_make_defect_dataset_layout():
+    data = make_defect_dataset(
+        n_train=12, n_test=10, test_defect_ratio=0.3, image_size=32,
+        kind="object", random_state=0,
+    )
+    assert set(data) == {
+        "train_images", "train_labels", "test_images", "test_labels",
+        "test_defect_types", "test_masks", "root", "category", "DESCR",
+    }
+    assert data.train_images.shape == (12, 32, 32, 3)
+    assert data.train_images.dtype == np.uint8
+    np.testing.assert_array_equal(data.train_labels, np.zeros(12))
+    assert data.test_images.shape == (10, 32, 32, 3)
+    assert data.test_labels.sum() == 3
+    assert data.test_masks.shape == (10, 32, 32)
+    defective = data.test_labels == 1
+    np.testing.assert_array_equal(data.test_masks.any(axis=(1, 2)), defective)
+    np.testing.assert_array_equal(data.test_defect_types != "good", defective)
+    assert data.root is None
+    assert data.category == "object"
+
+
+def test_make_defect_dataset_shares_one_look():
+    data = make_defect_dataset(n_train=10, n_test=10, test_defect_ratio=0,
+                               image_size=32, random_state=0)
+    train_mean = data.train_images.mean(axis=(0, 1, 2))
+    test_mean = data.test_images.mean(axis=(0, 1, 2))
+    assert np.abs(train_mean - test_mean).max() < 5
+
+
+def test_make_defect_dataset_reproducible():
+    a = make_defect_dataset(5, 5, image_size=16, random_state=1)
+    b = make_defect_dataset(5, 5, image_size=16, random_state=1)
+    for key in ("train_images", "test_images", "test_masks", "test_labels"):
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_samples": 0}, "n_samples"),
+        ({"n_samples": 2.5}, "n_samples"),
+        ({"image_size": 8}, "image_size"),
+        ({"kind": "fabric"}, "kind"),
+        ({"defect_ratio": 1.5}, "defect_ratio"),
+        ({"defect_ratio": -0.1}, "defect_ratio"),
+        ({"defect_types": ("crack",)}, "crack"),
+        ({"defect_types": ()}, "at least one"),
+        ({"defect_types": 3}, "defect_types"),
+        ({"return_bunch": "yes"}, "return_bunch"),
+        ({"random_state": "seed"}, "random_state"),
+    ],
+)
+def test_make_defects_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_defects(**{"n_samples": 4, "image_size": 16, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_train": 0}, "n_train"),
+        ({"n_test": 0}, "n_test"),
+        ({"test_defect_ratio": 2}, "test_defect_ratio"),
+        ({"kind": "disc"}, "kind"),
+        ({"defect_types": ["dent"]}, "dent"),
+    ],
+)
+def test_make_defect_dataset_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_defect_dataset(**{"n_train": 2, "n_test": 2, "image_size": 16, **kwargs})
