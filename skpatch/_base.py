@@ -4,6 +4,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
+from sklearn.utils import check_random_state
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_memory
@@ -22,10 +23,19 @@ PIPELINE_NAMES = {"featurizer": "featurizer", "denoise": "denoise", "memory": "c
 # standard deviation of normally distributed scores.
 _MAD_TO_STD = 1.4826
 _AUTO_N_STD = 3.0
+# offset_ is estimated from the in-sample scores of at most this many training
+# images: scoring costs about as much as the CNN, and a percentile of 64
+# scores is precise enough for a threshold.
+_OFFSET_MAX_IMAGES = 64
 
 
-def _transform_features(featurizer, X):
-    """Module-level so that joblib.Memory can cache it by argument hash."""
+def _transform_features(featurizer, params, X):
+    """Features of X, cached by joblib.Memory on ``(params, X)``.
+
+    The fitted featurizer itself is left out of the hash (``ignore=``): fitting
+    is deterministic given its parameters, and a pickled torch module does not
+    hash the same way twice.
+    """
     return featurizer.transform(X)
 
 
@@ -99,9 +109,12 @@ class BaseSoftPatch(BaseEstimator):
     def set_params(self, **params):
         """Set parameters; ``step__param`` on a None step sets it on the default step."""
         for name in STEP_NAMES:
-            if params.get(name, getattr(self, name)) is None and any(
-                key.startswith(f"{name}__") for key in params
-            ):
+            nested = [key for key in params if key.startswith(f"{name}__")]
+            step = params.get(name, getattr(self, name))
+            if nested and isinstance(step, str):
+                msg = f"Cannot set {nested[0]!r}: the {name} step is {step!r}."
+                raise ValueError(msg)
+            if nested and step is None:
                 params.setdefault(name, self._default_step(name))
         return super().set_params(**params)
 
@@ -148,11 +161,21 @@ class BaseSoftPatch(BaseEstimator):
         check_is_fitted(self, "pipeline_")
         if features is None:
             memory = check_memory(self.cache)
-            features = memory.cache(_transform_features)(self.pipeline_[0], X)
+            featurizer = self.pipeline_[0]
+            transform = memory.cache(_transform_features, ignore=["featurizer"])
+            features = transform(featurizer, featurizer.get_params(), X)
             features = self.pipeline_[1].transform(features) if self.pipeline_[1] != "passthrough" else features
         scores = -self.pipeline_[-1].score_samples(features)
         h, w = self.pipeline_[0].feature_shape_
         return scores.reshape(len(scores), h, w)
+
+    def _offset_sample(self, features):
+        """A seeded subset of the training features for estimating ``offset_``."""
+        n_images = len(features)
+        if n_images <= _OFFSET_MAX_IMAGES:
+            return features
+        rng = check_random_state(self.random_state)
+        return features[np.sort(rng.choice(n_images, _OFFSET_MAX_IMAGES, replace=False))]
 
     def _offset(self, train_scores):
         """``offset_`` from in-sample anomaly scores (higher = more anomalous)."""

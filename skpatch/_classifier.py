@@ -85,8 +85,10 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
     ``SoftPatchClassifier().set_params(denoise__threshold=0.2)`` sets the
     default discriminator's threshold, so
     ``GridSearchCV(SoftPatchClassifier(), {"denoise__method": [...]})``
-    works directly. The in-sample training scores behind ``offset_`` are
-    optimistic (training patches can be in the memory bank).
+    works directly. ``offset_`` comes from the in-sample scores of at most
+    64 training images (a subset drawn with ``random_state``, since scoring
+    costs about as much as the CNN); they are optimistic, as training
+    patches can be in the memory bank.
 
     References
     ----------
@@ -128,7 +130,7 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
         self : SoftPatchClassifier
         """
         features = self._fit_pipeline(X)
-        train_scores = self._patch_anomaly(features=features).max(axis=(1, 2))
+        train_scores = self._patch_anomaly(features=self._offset_sample(features)).max(axis=(1, 2))
         self.offset_ = self._offset(train_scores)
         return self
 

@@ -19,6 +19,8 @@ from ._threads import torch_threads
 # Target points per k-d cell for n_cells="auto": small enough that a cell's
 # projected features stay in the CPU cache during its distance updates.
 _POINTS_PER_CELL = 2048
+# Neighbours requested from pynndescent per query (only the first is used).
+_PYNNDESCENT_K = 10
 
 
 class WeightedCoreset(BaseEstimator):
@@ -152,7 +154,8 @@ class WeightedCoreset(BaseEstimator):
         candidates = np.flatnonzero(kept.reshape(-1))
         if candidates.size == 0:
             raise ValueError("Every training patch was removed; lower the discriminator's threshold.")
-        n_select = min(candidates.size, max(1, math.ceil(self.sampling_ratio * n_images * n_patches)))
+        # The 1e-9 keeps 0.05 * 60 from rounding up to 4 through float error.
+        n_select = min(candidates.size, max(1, math.ceil(self.sampling_ratio * n_images * n_patches - 1e-9)))
         rng = check_random_state(self.random_state)
         flat = features.reshape(-1, n_features)
         with torch_threads(self.n_jobs):
@@ -210,7 +213,10 @@ class WeightedCoreset(BaseEstimator):
         """
         check_is_fitted(self, "memory_bank_")
         if self.search == "pynndescent":
-            index, distance = self.index_.query(np.asarray(patches, dtype=np.float32), k=1)
+            # Asking for several neighbours widens the graph search: with k=1
+            # pynndescent misses the true nearest patch far more often.
+            k = min(_PYNNDESCENT_K, len(self.memory_bank_))
+            index, distance = self.index_.query(np.asarray(patches, dtype=np.float32), k=k)
             return distance[:, 0].astype(np.float32), index[:, 0].astype(np.int64)
         return _exact_nearest(patches, self.memory_bank_)
 

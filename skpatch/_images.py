@@ -14,7 +14,6 @@ one collection must share the same size.
 """
 
 import os
-from numbers import Integral
 
 import numpy as np
 import torch
@@ -238,9 +237,3 @@ def _to_float_rgb(batch, name):
     elif channels != 3:
         raise ValueError(f"{name} must have 1, 3 or 4 channels; got {channels}.")
     return batch
-
-
-def check_batch_size(batch_size):
-    if not isinstance(batch_size, Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
-    return int(batch_size)

@@ -123,7 +123,7 @@ class SoftPatchSegmenter(BaseSoftPatch):
         self : SoftPatchSegmenter
         """
         features = self._fit_pipeline(X)
-        patch_maps = self._patch_anomaly(features=features)
+        patch_maps = self._patch_anomaly(features=self._offset_sample(features))
         # In-sample pixel scores at the featurizer's resolution (the pixel
         # distribution barely depends on the output size, memory does).
         size = self.pipeline_[0]._image_size()

@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skpatch import WeightedCoreset, WeightedPatches
+from skpatch._coreset import _exact_nearest
+from skpatch._kcenter import greedy_kcenter, kd_cells
+
+
+def _naive_greedy(points, n_select, first):
+    """Textbook greedy k-center from a given first point."""
+    selected = [first]
+    dist = np.linalg.norm(points - points[first], axis=1)
+    while len(selected) < n_select:
+        nxt = int(np.argmax(dist))
+        selected.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(points - points[nxt], axis=1))
+    return selected
+
+
+def test_single_cell_is_exact_greedy(rng):
+    points = rng.normal(size=(300, 5)).astype(np.float32)
+    chosen = greedy_kcenter(torch.from_numpy(points), 20, n_cells=1, rng=np.random.RandomState(0))
+    assert chosen.tolist() == _naive_greedy(points.astype(np.float64), 20, int(chosen[0]))
+
+
+def test_kd_cells_partition(rng):
+    points = torch.from_numpy(rng.normal(size=(1000, 4)).astype(np.float32))
+    cells = kd_cells(points, 8)
+    assert len(cells) == 8
+    joined = torch.cat(cells).sort().values
+    assert torch.equal(joined, torch.arange(1000))
+    assert max(len(c) for c in cells) - min(len(c) for c in cells) <= 1
+
+
+def test_cells_cover_nearly_as_well_as_exact(rng):
+    # Clustered data, as patch features are.
+    centres = rng.normal(scale=10, size=(30, 6))
+    points = (centres[rng.integers(0, 30, 4000)] + rng.normal(size=(4000, 6))).astype(np.float32)
+    tensor = torch.from_numpy(points)
+
+    def radius(chosen):
+        return float(torch.cdist(tensor, tensor[torch.from_numpy(chosen)]).min(1).values.max())
+
+    exact = radius(greedy_kcenter(tensor, 200, n_cells=1, rng=np.random.RandomState(0)))
+    cells = radius(greedy_kcenter(tensor, 200, n_cells=16, rng=np.random.RandomState(0)))
+    assert cells <= 1.5 * exact
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), ratio=st.floats(0.05, 1.0), n_cells=st.sampled_from([1, 2, 4, "auto"]))
+def test_removed_patches_never_selected(seed, ratio, n_cells):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(6, 10, 4)).astype(np.float32)
+    kept = rng.random((6, 10)) > 0.4
+    kept[0, 0] = True
+    X[~kept] += 50.0  # removed patches are the farthest: greedy would love them
+    weights = rng.uniform(1, 2, (6, 10)).astype(np.float32)
+    coreset = WeightedCoreset(ratio, n_cells=n_cells, random_state=seed).fit(WeightedPatches(X, weights, kept))
+    chosen = coreset.sample_indices_
+    assert kept.reshape(-1)[chosen].all()
+    assert len(np.unique(chosen)) == len(chosen) == min(kept.sum(), int(np.ceil(ratio * 60)))
+    np.testing.assert_array_equal(coreset.memory_weights_, weights.reshape(-1)[chosen])
+    np.testing.assert_array_equal(coreset.memory_bank_, X.reshape(-1, 4)[chosen])
+
+
+def test_exact_nearest_matches_brute_force(rng):
+    import sklearn
+
+    queries = rng.normal(size=(500, 16)).astype(np.float32)
+    bank = rng.normal(size=(300, 16)).astype(np.float32)
+    with sklearn.config_context(working_memory=0.01):  # many chunks
+        distance, index = _exact_nearest(queries, bank)
+    full = np.linalg.norm(queries[:, None] - bank[None], axis=-1)
+    np.testing.assert_array_equal(index, full.argmin(1))
+    np.testing.assert_allclose(distance, full.min(1), rtol=1e-5)
+
+
+def test_score_is_weighted_distance(rng):
+    X = rng.normal(size=(8, 10, 4)).astype(np.float32)
+    weights = rng.uniform(1, 3, (8, 10)).astype(np.float32)
+    coreset = WeightedCoreset(0.5, random_state=0).fit(WeightedPatches(X, weights, np.ones((8, 10), bool)))
+    test = rng.normal(size=(3, 10, 4)).astype(np.float32)
+    scores = coreset.score_samples(test)
+    full = np.linalg.norm(test.reshape(-1, 1, 4) - coreset.memory_bank_[None], axis=-1)
+    expected = -(full.min(1) * coreset.memory_weights_[full.argmin(1)]).reshape(3, 10)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+    # A training patch in the bank scores exactly 0.
+    first = np.unravel_index(coreset.sample_indices_[0], (8, 10))
+    assert coreset.score_samples(X)[first] == 0
+
+
+@pytest.mark.slow  # numba compiles pynndescent for about a minute
+def test_pynndescent_agrees_with_exact(rng):
+    X = rng.normal(size=(20, 30, 8)).astype(np.float32)
+    exact = WeightedCoreset(0.2, random_state=0).fit(X)
+    approx = WeightedCoreset(0.2, search="pynndescent", random_state=0).fit(X)
+    test = rng.normal(size=(5, 30, 8)).astype(np.float32)
+    a, b = exact.score_samples(test), approx.score_samples(test)
+    assert np.mean(np.isclose(a, b, rtol=1e-5)) > 0.95
+
+
+def test_deterministic_given_random_state(rng):
+    X = rng.normal(size=(10, 20, 200)).astype(np.float32)
+    a = WeightedCoreset(0.1, projection_dim=16, random_state=3).fit(X).sample_indices_
+    b = WeightedCoreset(0.1, projection_dim=16, random_state=3).fit(X).sample_indices_
+    c = WeightedCoreset(0.1, projection_dim=16, random_state=4).fit(X).sample_indices_
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_all_removed_raises(rng):
+    X = rng.normal(size=(3, 4, 2)).astype(np.float32)
+    with pytest.raises(ValueError, match="removed"):
+        WeightedCoreset().fit(WeightedPatches(X, np.ones((3, 4)), np.zeros((3, 4), bool)))
+
+
+def test_feature_mismatch_raises(rng):
+    coreset = WeightedCoreset(random_state=0).fit(rng.normal(size=(3, 4, 2)).astype(np.float32))
+    with pytest.raises(ValueError, match="features per patch"):
+        coreset.score_samples(np.zeros((1, 4, 3), np.float32))

@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.covariance import ledoit_wolf_shrinkage
+from sklearn.neighbors import LocalOutlierFactor
+
+from skpatch import NoiseDiscriminator, WeightedPatches
+from skpatch._outlier_scores import global_ranks, lof_scores, mahalanobis_scores
+
+METHODS = ["nearest", "lof", "gaussian", "softpatch+"]
+
+
+def _planted(rng, n_images=30, n_patches=12, dim=8):
+    X = rng.normal(size=(n_images, n_patches, dim)).astype(np.float32)
+    X[min(7, n_images - 1), 5] += 8.0  # one defective patch: image 7, position 5
+    return X
+
+
+def test_lof_matches_sklearn_per_position(rng):
+    Z = rng.normal(size=(4, 25, 5))
+    ours = lof_scores(torch.from_numpy(Z), 6).numpy()
+    for p in range(4):
+        lof = LocalOutlierFactor(n_neighbors=6).fit(Z[p])
+        np.testing.assert_allclose(ours[p], -lof.negative_outlier_factor_, rtol=1e-6)
+
+
+def test_ledoit_wolf_mahalanobis_matches_numpy(rng):
+    Z = rng.normal(size=(3, 15, 20)) * rng.uniform(0.5, 2, size=20)  # n < d
+    ours = mahalanobis_scores(torch.from_numpy(Z)).numpy()
+    for p in range(3):
+        centred = Z[p] - Z[p].mean(0)
+        alpha = ledoit_wolf_shrinkage(centred, assume_centered=True)
+        cov = centred.T @ centred / len(centred)
+        mu = np.trace(cov) / cov.shape[0]
+        shrunk = (1 - alpha) * cov + (alpha * mu + 1e-6 * (mu + 1e-12)) * np.eye(cov.shape[0])
+        expected = np.sqrt(np.einsum("ij,jk,ik->i", centred, np.linalg.inv(shrunk), centred))
+        np.testing.assert_allclose(ours[p], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_ranks_planted_patch_highest(method, rng):
+    X = _planted(rng)
+    disc = NoiseDiscriminator(method, threshold=0.01, n_neighbors=5, random_state=0).fit(X)
+    assert np.unravel_index(np.argmax(disc.scores_), disc.scores_.shape) == (7, 5)
+    assert not disc.kept_[7, 5]
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.1, 0.25, 0.5])
+def test_threshold_removes_exact_fraction(threshold, rng):
+    X = _planted(rng)
+    disc = NoiseDiscriminator(threshold=threshold, n_neighbors=5).fit(X)
+    assert (~disc.kept_).sum() == int(np.floor(threshold * X.shape[0] * X.shape[1]))
+    if threshold > 0:
+        assert disc.scores_[~disc.kept_].min() >= disc.scores_[disc.kept_].max()
+
+
+def test_fit_transform_contract(rng):
+    X = _planted(rng)
+    disc = NoiseDiscriminator(n_neighbors=5)
+    out = disc.fit_transform(X)
+    assert isinstance(out, WeightedPatches)
+    assert out.features is X
+    np.testing.assert_array_equal(out.kept, disc.kept_)
+    np.testing.assert_array_equal(out.weights, disc.weights_)
+    # At prediction time the features pass through untouched.
+    test = X[:3].copy()
+    assert disc.transform(test) is test
+
+
+def test_weights(rng):
+    X = _planted(rng)
+    lof = NoiseDiscriminator("lof", n_neighbors=5).fit(X)
+    np.testing.assert_allclose(lof.weights_, lof.scores_, rtol=1e-6)
+    gauss = NoiseDiscriminator("gaussian").fit(X)
+    assert np.median(gauss.weights_) == pytest.approx(1.0, rel=1e-5)
+    hard = NoiseDiscriminator("lof", n_neighbors=5, soft_weights=False).fit(X)
+    assert np.all(hard.weights_ == 1)
+
+
+def test_n_neighbors_is_used_not_ignored(rng):
+    X = _planted(rng)
+    a = NoiseDiscriminator("lof", n_neighbors=3).fit(X).scores_
+    b = NoiseDiscriminator("lof", n_neighbors=10).fit(X).scores_
+    assert not np.allclose(a, b)
+
+
+def test_n_neighbors_too_large_warns(rng):
+    X = _planted(rng, n_images=5)
+    with pytest.warns(UserWarning, match="n_neighbors = 4"):
+        disc = NoiseDiscriminator(n_neighbors=10).fit(X)
+    assert disc.n_neighbors_ == 4
+
+
+def test_chunking_does_not_change_scores(rng):
+    import sklearn
+
+    X = _planted(rng, n_patches=40)
+    full = NoiseDiscriminator("softpatch+", n_neighbors=5).fit(X)
+    with sklearn.config_context(working_memory=0.001):  # one position per chunk
+        chunked = NoiseDiscriminator("softpatch+", n_neighbors=5).fit(X)
+    np.testing.assert_allclose(full.scores_, chunked.scores_, rtol=1e-6)
+
+
+def test_projection_is_seeded(rng):
+    X = rng.normal(size=(12, 6, 64)).astype(np.float32)
+    a = NoiseDiscriminator(n_components=8, n_neighbors=4, random_state=0).fit(X).scores_
+    b = NoiseDiscriminator(n_components=8, n_neighbors=4, random_state=0).fit(X).scores_
+    c = NoiseDiscriminator(n_components=8, n_neighbors=4, random_state=1).fit(X).scores_
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(-5, 5, allow_nan=False), min_size=1, max_size=40))
+def test_global_ranks_properties(values):
+    scores = torch.tensor(values, dtype=torch.float64)
+    ranks = global_ranks(scores).numpy()
+    assert np.all((ranks > 0) & (ranks <= 1))
+    order = np.argsort(values)
+    assert np.all(np.diff(ranks[order]) >= -1e-12)  # monotone
+    values = np.asarray(values)
+    for v in np.unique(values):
+        assert np.ptp(ranks[values == v]) < 1e-12  # ties share a rank
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (np.zeros((4, 5)), "shape"),
+        (np.full((4, 5, 3), np.nan), "NaN"),
+        (np.zeros((1, 5, 3), np.float32), "at least 2"),
+    ],
+)
+def test_bad_input(X, match):
+    with pytest.raises(ValueError, match=match):
+        NoiseDiscriminator().fit(X)
+
+
+def test_transform_checks_feature_count(rng):
+    disc = NoiseDiscriminator(n_neighbors=3).fit(_planted(rng))
+    with pytest.raises(ValueError, match="features per patch"):
+        disc.transform(np.zeros((2, 12, 5), np.float32))

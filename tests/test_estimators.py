@@ -1,0 +1,170 @@
+"""API contracts shared by SoftPatchClassifier and SoftPatchSegmenter."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+
+from skpatch import NoiseDiscriminator, SoftPatchClassifier, SoftPatchSegmenter, WeightedCoreset
+from skpatch.metrics import image_auroc_scorer
+
+ESTIMATORS = [SoftPatchClassifier, SoftPatchSegmenter]
+
+
+def _small(cls, **params):
+    est = cls(random_state=0, **params).set_params(featurizer__image_size=64, featurizer__embed_dim=64)
+    return est if params.get("denoise") == "passthrough" else est.set_params(denoise__n_neighbors=4)
+
+
+@pytest.fixture(scope="module")
+def data():
+    from skpatch.datasets import make_defects
+
+    X, y, masks = make_defects(36, image_size=64, kind="object", defect_ratio=1 / 3, random_state=0)
+    return X[y == 0][:16], X, y, masks
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_nested_params_on_default_steps(cls):
+    est = cls()
+    params = est.get_params()
+    assert "denoise__threshold" in params and "memory__sampling_ratio" in params
+    assert "featurizer__backbone" in params
+    est.set_params(denoise__threshold=0.3, memory__sampling_ratio=0.05)
+    assert isinstance(est.denoise, NoiseDiscriminator) and est.denoise.threshold == 0.3
+    assert isinstance(est.memory, WeightedCoreset) and est.memory.sampling_ratio == 0.05
+    assert cls().denoise is None  # no shared default object was mutated
+    cloned = clone(est)
+    assert cloned.denoise is not est.denoise and cloned.get_params()["denoise__threshold"] == 0.3
+
+
+def test_default_thresholds_differ_by_task():
+    assert SoftPatchClassifier().get_params()["denoise__threshold"] == 0.15
+    assert SoftPatchSegmenter().get_params()["denoise__threshold"] == 0.5
+
+
+def test_invalid_params_raise():
+    with pytest.raises(ValueError, match="contamination"):
+        SoftPatchClassifier(contamination=0.9).fit(np.zeros((3, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        SoftPatchClassifier().set_params(denoise__lof_k=3)
+    with pytest.raises(ValueError, match="passthrough"):
+        SoftPatchClassifier(denoise="passthrough").set_params(denoise__threshold=0.1)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_pickle_round_trip_gives_identical_scores(cls, data):
+    train, X, _, _ = data
+    est = _small(cls).fit(train)
+    restored = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(est.score_samples(X[:6]), restored.score_samples(X[:6]))
+    np.testing.assert_array_equal(est.predict(X[:6]), restored.predict(X[:6]))
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_deterministic_given_random_state(cls, data):
+    train, X, _, _ = data
+    a = _small(cls).fit(train).score_samples(X[:4])
+    b = _small(cls).fit(train).score_samples(X[:4])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_classifier_api_and_signs(data):
+    train, X, y, _ = data
+    clf = _small(SoftPatchClassifier).fit(train)
+    scores = clf.score_samples(X)
+    assert scores.shape == (len(X),)
+    assert np.all(scores <= 0)  # negated distances
+    np.testing.assert_allclose(clf.decision_function(X), scores - clf.offset_)
+    labels = clf.predict(X)
+    assert set(np.unique(labels)) <= {-1, 1}
+    np.testing.assert_array_equal(labels == -1, clf.decision_function(X) < 0)
+    # Defective images (y == 1) score lower, i.e. less normal.
+    assert scores[y == 1].mean() < scores[y == 0].mean()
+    assert image_auroc_scorer(clf, X, y) > 0.9
+    assert clf.pipeline_.named_steps["coreset"] is clf.named_steps["coreset"]
+
+
+def test_contamination_sets_fraction_flagged_in_training(data):
+    train, _, _, _ = data
+    clf = _small(SoftPatchClassifier, contamination=0.25).fit(train)
+    assert np.mean(clf.predict(train) == -1) == pytest.approx(0.25, abs=1 / len(train))
+
+
+def test_noisy_training_softpatch_beats_patchcore(data):
+    """Defective images in training: PatchCore memorises them, SoftPatch does not."""
+    train, X, y, _ = data
+    noisy = np.concatenate([train, X[y == 1]])  # overlap setting
+    soft = _small(SoftPatchClassifier, denoise=NoiseDiscriminator(threshold=0.15, n_neighbors=4)).fit(noisy)
+    core = _small(SoftPatchClassifier, denoise="passthrough").fit(noisy)
+    assert image_auroc_scorer(soft, X, y) > image_auroc_scorer(core, X, y) + 0.1
+
+
+def test_passthrough_is_plain_patchcore(data):
+    train, X, _, _ = data
+    clf = _small(SoftPatchClassifier, denoise="passthrough").fit(train)
+    features = clf.pipeline_[0].transform(X[:3])
+    bank = WeightedCoreset(random_state=0).fit(clf.pipeline_[0].transform(train))
+    np.testing.assert_array_equal(clf.named_steps["coreset"].memory_weights_, 1)
+    np.testing.assert_allclose(clf.score_samples(X[:3]), bank.score_samples(features).min(1), rtol=1e-6)
+
+
+def test_segmenter_maps_masks_and_sizes(data):
+    train, X, y, masks = data
+    seg = _small(SoftPatchSegmenter).fit(train)
+    maps = seg.score_samples(X)
+    assert maps.shape == X.shape[:3] and maps.dtype == np.float32
+    np.testing.assert_array_equal(seg.anomaly_maps(X[:2]), -maps[:2])
+    pred = seg.predict(X[:4])
+    assert pred.dtype == bool and pred.shape == (4, 64, 64)
+    # Defect pixels are more anomalous than the rest.
+    assert (-maps)[masks].mean() > (-maps)[~masks].mean()
+    # Maps come back at each input's resolution, whatever the training size.
+    big = np.repeat(np.repeat(X[:2], 2, axis=1), 3, axis=2)
+    assert seg.score_samples(big).shape == (2, 128, 192)
+
+
+def test_grid_search_with_cache_pays_cnn_once(data, tmp_path, monkeypatch):
+    train, X, y, _ = data
+    from skpatch import PatchFeaturizer
+
+    calls = {"n": 0}
+    original = PatchFeaturizer.transform
+
+    def counting(self, images):
+        calls["n"] += 1
+        return original(self, images)
+
+    monkeypatch.setattr(PatchFeaturizer, "transform", counting)
+    Xall = np.concatenate([train, X])
+    yall = np.concatenate([np.zeros(len(train), int), y])
+    split = [(np.arange(len(train)), np.arange(len(train), len(Xall)))]
+    grid = GridSearchCV(
+        _small(SoftPatchClassifier, cache=str(tmp_path)),
+        {"denoise__method": ["lof", "gaussian"], "denoise__threshold": [0.05, 0.2]},
+        scoring=image_auroc_scorer, cv=split, refit=False,
+    ).fit(Xall, yall)
+    assert len(grid.cv_results_["params"]) == 4
+    # Uncached: 4 candidates x (train + test) = 8 transforms; cached: 2.
+    assert calls["n"] == 2
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_bad_images_raise_clear_errors(cls, data):
+    train, _, _, _ = data
+    with pytest.raises(ValueError, match="Tabular"):
+        _small(cls).fit(np.zeros((5, 10)))
+    with pytest.raises(ValueError, match="NaN"):
+        _small(cls).fit(np.full((3, 32, 32, 3), np.nan, np.float32))
+    est = _small(cls).fit(train[:4])
+    with pytest.raises(ValueError, match="same size"):
+        est.score_samples([train[0], train[0][:32]])
+
+
+def test_not_fitted():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        SoftPatchClassifier().score_samples(np.zeros((1, 32, 32, 3), np.uint8))
