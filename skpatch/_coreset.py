@@ -11,6 +11,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._ivf import build_ivf, default_n_lists, search_ivf
 from ._kcenter import greedy_kcenter
 from ._patches import check_patch_features
 from ._progress import progress
@@ -48,11 +49,18 @@ class WeightedCoreset(BaseEstimator):
         selection is localised to; see Notes. 1 is exact greedy k-center.
         ``"auto"`` uses about 2048 patches per cell.
 
-    search : {"exact", "pynndescent"}, default="exact"
-        Nearest-neighbour search at scoring time: exact, in chunks whose size
-        follows scikit-learn's ``working_memory`` so memory stays bounded for
-        any bank; or approximate with a pynndescent index (faster for very
-        large banks, may miss the true nearest patch).
+    search : {"exact", "ivf", "pynndescent"}, default="exact"
+        Nearest-neighbour search at scoring time: ``"exact"``, in chunks
+        whose size follows scikit-learn's ``working_memory`` so memory stays
+        bounded for any bank; ``"ivf"``, an inverted file (k-means lists of
+        the bank, the ``n_probe`` nearest lists searched exactly, as faiss's
+        IVF-Flat), about ``n_probe / n_lists`` of the exact cost; or a
+        pynndescent graph index. Both approximate searches may miss the
+        true nearest patch; ``benchmarks/speed.py`` reports how often.
+
+    n_probe : int, default=8
+        Lists searched per query with ``search="ivf"`` (of about
+        ``sqrt(n_memory)`` lists).
 
     random_state : int, RandomState instance or None, default=None
         Seeds the projection, the k-d cells' first centres and pynndescent.
@@ -77,6 +85,13 @@ class WeightedCoreset(BaseEstimator):
 
     n_features_in_ : int
         Patch feature length seen in fit.
+
+    ivf_centroids_, ivf_assignment_ : ndarray
+        The inverted file's list centroids and each memory patch's list
+        (only with ``search="ivf"``).
+
+    index_ : pynndescent.NNDescent
+        The graph index (only with ``search="pynndescent"``).
 
     See Also
     --------
@@ -108,7 +123,8 @@ class WeightedCoreset(BaseEstimator):
         "sampling_ratio": [Interval(Real, 0, 1, closed="right")],
         "projection_dim": [Interval(Integral, 1, None, closed="left"), None],
         "n_cells": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
-        "search": [StrOptions({"exact", "pynndescent"})],
+        "search": [StrOptions({"exact", "ivf", "pynndescent"})],
+        "n_probe": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "n_jobs": [Integral, None],
         "verbose": ["verbose"],
@@ -121,6 +137,7 @@ class WeightedCoreset(BaseEstimator):
         projection_dim=128,
         n_cells="auto",
         search="exact",
+        n_probe=8,
         random_state=None,
         n_jobs=None,
         verbose=0,
@@ -129,6 +146,7 @@ class WeightedCoreset(BaseEstimator):
         self.projection_dim = projection_dim
         self.n_cells = n_cells
         self.search = search
+        self.n_probe = n_probe
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.verbose = verbose
@@ -171,6 +189,11 @@ class WeightedCoreset(BaseEstimator):
         self.n_features_in_ = n_features
         if self.search == "pynndescent":
             self.index_ = self._build_index(rng)
+        elif self.search == "ivf":
+            bank = torch.from_numpy(self.memory_bank_)
+            with torch_threads(self.n_jobs):
+                centroids, assignment = build_ivf(bank, default_n_lists(len(bank)), rng)
+            self.ivf_centroids_, self.ivf_assignment_ = centroids.numpy(), assignment.numpy()
         return self
 
     def score_samples(self, X):
@@ -218,7 +241,22 @@ class WeightedCoreset(BaseEstimator):
             k = min(_PYNNDESCENT_K, len(self.memory_bank_))
             index, distance = self.index_.query(np.asarray(patches, dtype=np.float32), k=k)
             return distance[:, 0].astype(np.float32), index[:, 0].astype(np.int64)
+        if self.search == "ivf":
+            return self._ivf_nearest(patches)
         return _exact_nearest(patches, self.memory_bank_)
+
+    def _ivf_nearest(self, patches):
+        bank = torch.from_numpy(self.memory_bank_)
+        centroids = torch.from_numpy(self.ivf_centroids_)
+        assignment = torch.from_numpy(self.ivf_assignment_)
+        distance = np.empty(len(patches), dtype=np.float32)
+        index = np.empty(len(patches), dtype=np.int64)
+        step = _rows_per_chunk(2 * bank.shape[0] // max(1, len(centroids)) * self.n_probe + bank.shape[1])
+        for start in range(0, len(patches), step):
+            q = torch.from_numpy(np.asarray(patches[start : start + step], dtype=np.float32))
+            d, i = search_ivf(q, bank, centroids, assignment, self.n_probe)
+            distance[start : start + step], index[start : start + step] = d.numpy(), i.numpy()
+        return distance, index
 
     def _project(self, flat, candidates, rng):
         """Randomly projected candidate features, as a float32 tensor."""

@@ -121,3 +121,18 @@ def test_feature_mismatch_raises(rng):
     coreset = WeightedCoreset(random_state=0).fit(rng.normal(size=(3, 4, 2)).astype(np.float32))
     with pytest.raises(ValueError, match="features per patch"):
         coreset.score_samples(np.zeros((1, 4, 3), np.float32))
+
+
+def test_ivf_search_finds_nearly_all_exact_neighbours(rng):
+    centres = rng.normal(scale=5, size=(20, 16))
+    X = (centres[rng.integers(0, 20, (30, 40))] + rng.normal(size=(30, 40, 16))).astype(np.float32)
+    exact = WeightedCoreset(0.5, random_state=0).fit(X)
+    ivf = WeightedCoreset(0.5, search="ivf", n_probe=4, random_state=0).fit(X)
+    assert len(ivf.ivf_centroids_) > 4  # searching a fraction of the lists
+    test = (centres[rng.integers(0, 20, (5, 40))] + rng.normal(size=(5, 40, 16))).astype(np.float32)
+    a, b = exact.score_samples(test), ivf.score_samples(test)
+    assert np.all(b <= a + 1e-5)  # never closer than the true nearest
+    assert np.mean(np.isclose(a, b, rtol=1e-5)) > 0.95
+    # With every list probed it is exact.
+    ivf.set_params(n_probe=10_000)
+    np.testing.assert_allclose(ivf.score_samples(test), a, rtol=1e-5)
