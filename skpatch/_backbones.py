@@ -71,7 +71,7 @@ def _build_imagenet(name, architecture):
         model = timm.create_model(name, pretrained=False)
         model.load_state_dict(efficientnet_lite0_state_dict(), strict=True)
         return model
-    cached = _torchvision_cached_file(architecture)
+    cached = _torchvision_cached_file(name)
     if cached is not None:
         model = timm.create_model(name, pretrained=False)
         load_weights_file(model, cached)
@@ -100,12 +100,30 @@ def _missing_weights_message(name, exc):
     )
 
 
-def _torchvision_cached_file(architecture):
-    """Return a torchvision checkpoint ``<architecture>-<hash>.pth`` if cached."""
-    pattern = os.path.join(torch.hub.get_dir(), "checkpoints", f"{architecture}-*.pth")
+def _torchvision_cached_file(name):
+    """Return a cached torchvision checkpoint for ``name``, or None.
+
+    Preference: the file of the requested timm tag; for a bare name, the
+    torchvision V1 weights (``.tv_in1k``, what PatchCore and SoftPatch use),
+    then V2 (``.tv2_in1k``); last, any ``<architecture>-<hash>.pth``, newest
+    name in sort order.
+    """
+    import timm
+
+    architecture = name.split(".")[0]
+    tags = [name] if "." in name else [f"{architecture}.tv_in1k", f"{architecture}.tv2_in1k"]
+    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    for tagged in tags:
+        try:
+            url = timm.models.get_pretrained_cfg(tagged).url or ""
+        except (RuntimeError, AttributeError, KeyError):
+            continue
+        path = os.path.join(folder, os.path.basename(url))
+        if url and os.path.isfile(path):
+            return path
     matches = sorted(
         path
-        for path in glob.glob(pattern)
+        for path in glob.glob(os.path.join(folder, f"{architecture}-*.pth"))
         if re.fullmatch(rf"{re.escape(architecture)}-[0-9a-f]+\.pth", os.path.basename(path))
     )
     return matches[-1] if matches else None

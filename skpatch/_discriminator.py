@@ -84,7 +84,10 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         inspection; they never reach the memory bank).
 
     score_threshold_ : float
-        Patches scoring above this were removed (``inf`` if none).
+        Score of the best kept patch ranked just below the removed ones:
+        removed patches score at or above it (ties are broken by position,
+        so exactly ``floor(threshold * n_patches_total)`` are removed);
+        ``inf`` if none was removed.
 
     n_neighbors_ : int
         Neighbours actually used.

@@ -99,3 +99,15 @@ def test_weights_file_loaded_safely(tmp_path):
     torch.save({"conv1.weight": np.zeros(3, dtype=object)}, path)
     with pytest.raises(ValueError, match="Cannot read weights file"):
         build_backbone("resnet18", weights=str(path))
+
+
+def test_cache_prefers_torchvision_v1_weights(tmp_path, monkeypatch):
+    """With both torchvision checkpoints cached, the paper's V1 file is used."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+    from skpatch._backbones import _torchvision_cached_file
+
+    for name in ("wide_resnet50_2-95faca4d.pth", "wide_resnet50_2-9ba9bcbe.pth"):
+        (tmp_path / "checkpoints" / name).write_bytes(b"")
+    assert _torchvision_cached_file("wide_resnet50_2").endswith("-95faca4d.pth")
+    assert _torchvision_cached_file("wide_resnet50_2.tv2_in1k").endswith("-9ba9bcbe.pth")

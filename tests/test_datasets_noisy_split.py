@@ -205,3 +205,12 @@ def test_split_invariants(n_train, n_good, n_defective, noise_ratio, overlap, se
     # No image is lost or duplicated across train and test.
     union = set(split.train_images) | set(split.test_images)
     assert union == set(data.train_images) | set(data.test_images)
+
+
+def test_warns_when_no_defective_test_image_is_left():
+    from skpatch.datasets import make_defect_dataset
+
+    data = make_defect_dataset(n_train=20, n_test=8, test_defect_ratio=0.5, image_size=32, random_state=0)
+    with pytest.warns(UserWarning, match="no defective image left"):
+        split = make_noisy_split(data, 0.2, overlap=False, random_state=0)
+    assert split.test_labels.sum() == 0

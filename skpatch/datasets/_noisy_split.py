@@ -1,5 +1,6 @@
 """The SoftPatch noisy-training protocol: defective images in the training set."""
 
+import warnings
 from collections.abc import Mapping
 from numbers import Real
 
@@ -119,6 +120,14 @@ def make_noisy_split(dataset, noise_ratio, *, overlap=False, random_state=None):
         for key in _TEST_KEYS:
             if dataset.get(key) is not None:
                 split[key] = _take(dataset[key], kept)
+        if n_noise > 0 and n_noise == len(defective):
+            msg = (
+                f"All {n_noise} defective test images were moved into training "
+                "(overlap=False): the test set has no defective image left, so "
+                "detection metrics on it are undefined. Use a smaller noise_ratio "
+                "or overlap=True."
+            )
+            warnings.warn(msg, UserWarning)
     split.noise_indices = noise_indices
     split.noise_ratio = float(noise_ratio)
     split.overlap = bool(overlap)
