@@ -102,7 +102,7 @@ class WeightedCoreset(BaseEstimator):
     Naive greedy k-center costs ``O(k n d)``; here the projected patches are
     split into k-d cells, the greedy order stays global but each new centre
     only updates distances in its own cell (see ``skpatch._kcenter``). On
-    200 images x 784 patches this selects 10% in about a second on two
+    200 images x 784 patches this selects 10% in about two seconds on two
     cores; ``benchmarks/speed.py`` compares its coverage radius and AUROC
     with the exact algorithm.
 
