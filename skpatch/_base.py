@@ -146,7 +146,8 @@ class BaseSoftPatch(BaseEstimator):
         self.pipeline_ = self._make_pipeline()
         memory = check_memory(self.cache)
         fit_featurizer = memory.cache(_fit_transform_step)
-        featurizer, features = fit_featurizer(self.pipeline_.steps[0][1], X)
+        # Pass the validated collection on: files are checked (opened) once.
+        featurizer, features = fit_featurizer(self.pipeline_.steps[0][1], images)
         self.pipeline_.steps[0] = ("featurizer", featurizer)
         # The other steps are fitted in place (a Pipeline without memory does
         # not clone) on the featurizer's cached output. Only the CNN is cached:
@@ -163,7 +164,7 @@ class BaseSoftPatch(BaseEstimator):
             memory = check_memory(self.cache)
             featurizer = self.pipeline_[0]
             transform = memory.cache(_transform_features, ignore=["featurizer"])
-            features = transform(featurizer, featurizer.get_params(), X)
+            features = transform(featurizer, featurizer.get_params(), check_images(X))
             features = self.pipeline_[1].transform(features) if self.pipeline_[1] != "passthrough" else features
         scores = -self.pipeline_[-1].score_samples(features)
         h, w = self.pipeline_[0].feature_shape_
