@@ -11,7 +11,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._ivf import build_ivf, default_n_lists, search_ivf
+from ._ivf import InvertedLists, build_ivf, default_n_lists
 from ._kcenter import greedy_kcenter
 from ._patches import check_patch_features
 from ._progress import progress
@@ -19,7 +19,7 @@ from ._threads import torch_threads
 
 # Target points per k-d cell for n_cells="auto": small enough that a cell's
 # projected features stay in the CPU cache during its distance updates.
-_POINTS_PER_CELL = 2048
+_POINTS_PER_CELL = 1024
 # Neighbours requested from pynndescent per query (only the first is used).
 _PYNNDESCENT_K = 10
 
@@ -47,20 +47,31 @@ class WeightedCoreset(BaseEstimator):
     n_cells : "auto" or int, default="auto"
         Number of k-d tree cells (rounded up to a power of two) the greedy
         selection is localised to; see Notes. 1 is exact greedy k-center.
-        ``"auto"`` uses about 2048 patches per cell.
+        ``"auto"`` uses about 1024 patches per cell.
 
-    search : {"exact", "ivf", "pynndescent"}, default="exact"
-        Nearest-neighbour search at scoring time: ``"exact"``, in chunks
-        whose size follows scikit-learn's ``working_memory`` so memory stays
-        bounded for any bank; ``"ivf"``, an inverted file (k-means lists of
-        the bank, the ``n_probe`` nearest lists searched exactly, as faiss's
-        IVF-Flat), about ``n_probe / n_lists`` of the exact cost; or a
-        pynndescent graph index. Both approximate searches may miss the
-        true nearest patch; ``benchmarks/speed.py`` reports how often.
+    search : {"exact", "brute", "ivf", "pynndescent"}, default="exact"
+        Nearest-neighbour search at scoring time:
 
-    n_probe : int, default=8
-        Lists searched per query with ``search="ivf"`` (of about
-        ``sqrt(n_memory)`` lists).
+        - ``"exact"``: an inverted file with triangle-inequality pruning.
+          The bank is split into k-means lists; each query is compared with
+          its ``n_probe`` nearest lists, then with every list that could
+          still hold a closer patch (``||q - centroid|| - radius`` below the
+          best distance so far). It returns the same neighbour as
+          ``"brute"`` at a few percent of its cost on patch features.
+        - ``"brute"``: every query against the whole bank, in chunks whose
+          size follows scikit-learn's ``working_memory``, so memory stays
+          bounded for any bank.
+        - ``"ivf"``: approximate; only the ``n_probe`` nearest lists (faiss's
+          IVF-Flat).
+        - ``"pynndescent"``: approximate graph index.
+
+        ``benchmarks/speed.py`` reports how often the approximate searches
+        miss the true nearest patch.
+
+    n_probe : int, default=2
+        Lists searched first (``"exact"``) or only (``"ivf"``) per query, of
+        about ``2 sqrt(n_memory)`` lists. For ``"exact"`` it only changes
+        the speed.
 
     random_state : int, RandomState instance or None, default=None
         Seeds the projection, the k-d cells' first centres and pynndescent.
@@ -86,9 +97,10 @@ class WeightedCoreset(BaseEstimator):
     n_features_in_ : int
         Patch feature length seen in fit.
 
-    ivf_centroids_, ivf_assignment_ : ndarray
-        The inverted file's list centroids and each memory patch's list
-        (only with ``search="ivf"``).
+    ivf_centroids_, ivf_radii_, ivf_offsets_ : ndarray
+        The inverted file: list centroids, list radii and where each list
+        starts in ``memory_bank_``, whose rows are grouped by list (only
+        with ``search="exact"`` or ``"ivf"``).
 
     index_ : pynndescent.NNDescent
         The graph index (only with ``search="pynndescent"``).
@@ -123,7 +135,7 @@ class WeightedCoreset(BaseEstimator):
         "sampling_ratio": [Interval(Real, 0, 1, closed="right")],
         "projection_dim": [Interval(Integral, 1, None, closed="left"), None],
         "n_cells": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
-        "search": [StrOptions({"exact", "ivf", "pynndescent"})],
+        "search": [StrOptions({"exact", "brute", "ivf", "pynndescent"})],
         "n_probe": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "n_jobs": [Integral, None],
@@ -137,7 +149,7 @@ class WeightedCoreset(BaseEstimator):
         projection_dim=128,
         n_cells="auto",
         search="exact",
-        n_probe=8,
+        n_probe=2,
         random_state=None,
         n_jobs=None,
         verbose=0,
@@ -189,11 +201,8 @@ class WeightedCoreset(BaseEstimator):
         self.n_features_in_ = n_features
         if self.search == "pynndescent":
             self.index_ = self._build_index(rng)
-        elif self.search == "ivf":
-            bank = torch.from_numpy(self.memory_bank_)
-            with torch_threads(self.n_jobs):
-                centroids, assignment = build_ivf(bank, default_n_lists(len(bank)), rng)
-            self.ivf_centroids_, self.ivf_assignment_ = centroids.numpy(), assignment.numpy()
+        elif self.search in ("exact", "ivf"):
+            self._build_inverted_file(rng)
         return self
 
     def score_samples(self, X):
@@ -241,20 +250,36 @@ class WeightedCoreset(BaseEstimator):
             k = min(_PYNNDESCENT_K, len(self.memory_bank_))
             index, distance = self.index_.query(np.asarray(patches, dtype=np.float32), k=k)
             return distance[:, 0].astype(np.float32), index[:, 0].astype(np.int64)
-        if self.search == "ivf":
-            return self._ivf_nearest(patches)
+        if self.search in ("exact", "ivf"):
+            return self._ivf_nearest(patches, exact=self.search == "exact")
         return _exact_nearest(patches, self.memory_bank_)
 
-    def _ivf_nearest(self, patches):
+    def _build_inverted_file(self, rng):
+        """Cluster the bank into lists and regroup its rows list by list."""
         bank = torch.from_numpy(self.memory_bank_)
-        centroids = torch.from_numpy(self.ivf_centroids_)
-        assignment = torch.from_numpy(self.ivf_assignment_)
+        with torch_threads(self.n_jobs):
+            centroids, assignment, radii = build_ivf(bank, default_n_lists(len(bank)), rng)
+        order = torch.argsort(assignment, stable=True).numpy()
+        self.sample_indices_ = self.sample_indices_[order]
+        self.memory_bank_ = np.ascontiguousarray(self.memory_bank_[order])
+        self.memory_weights_ = self.memory_weights_[order]
+        counts = np.bincount(assignment.numpy(), minlength=len(centroids))
+        self.ivf_offsets_ = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.ivf_centroids_, self.ivf_radii_ = centroids.numpy(), radii.numpy()
+
+    def _ivf_nearest(self, patches, exact):
+        lists = InvertedLists(
+            torch.from_numpy(self.memory_bank_), torch.from_numpy(self.ivf_centroids_),
+            torch.from_numpy(self.ivf_radii_), self.ivf_offsets_,
+        )
         distance = np.empty(len(patches), dtype=np.float32)
         index = np.empty(len(patches), dtype=np.int64)
-        step = _rows_per_chunk(2 * bank.shape[0] // max(1, len(centroids)) * self.n_probe + bank.shape[1])
+        # Per query: its distances and bounds to every list, plus its share of
+        # the per-list products.
+        step = _rows_per_chunk(4 * len(self.ivf_centroids_) + 4 * self.memory_bank_.shape[1])
         for start in range(0, len(patches), step):
             q = torch.from_numpy(np.asarray(patches[start : start + step], dtype=np.float32))
-            d, i = search_ivf(q, bank, centroids, assignment, self.n_probe)
+            d, i = lists.search(q, self.n_probe, exact=exact)
             distance[start : start + step], index[start : start + step] = d.numpy(), i.numpy()
         return distance, index
 

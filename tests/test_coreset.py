@@ -30,9 +30,39 @@ def test_kd_cells_partition(rng):
     points = torch.from_numpy(rng.normal(size=(1000, 4)).astype(np.float32))
     cells = kd_cells(points, 8)
     assert len(cells) == 8
-    joined = torch.cat(cells).sort().values
-    assert torch.equal(joined, torch.arange(1000))
+    np.testing.assert_array_equal(np.sort(np.concatenate(cells)), np.arange(1000))
     assert max(len(c) for c in cells) - min(len(c) for c in cells) <= 1
+
+
+def _sequential_cell_greedy(points, n_select, cells, first):
+    """The one-centre-per-step loop: take the cell whose farthest point is farthest."""
+    selected = [int(idx[f]) for idx, f in zip(cells, first)]
+    dist = [np.square(points[idx] - points[idx[f]]).sum(1) for idx, f in zip(cells, first)]
+    while len(selected) < n_select:
+        c = int(np.argmax([d.max() for d in dist]))
+        if dist[c].max() <= 0:
+            break
+        local = int(dist[c].argmax())
+        selected.append(int(cells[c][local]))
+        dist[c] = np.minimum(dist[c], np.square(points[cells[c]] - points[cells[c][local]]).sum(1))
+        dist[c][local] = 0.0
+    return selected
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(20, 400), ratio=st.floats(0.05, 0.9), n_cells=st.sampled_from([2, 4, 8]))
+def test_block_merge_selects_what_the_sequential_loop_does(seed, n, ratio, n_cells):
+    gen = np.random.default_rng(seed)
+    # Clustered points, so that cells need very different numbers of centres.
+    points = (gen.normal(scale=4, size=(5, 3))[gen.integers(0, 5, n)] + gen.normal(size=(n, 3))).astype(np.float32)
+    n_select = max(n_cells, int(ratio * n))
+    chosen = greedy_kcenter(torch.from_numpy(points), n_select, n_cells=n_cells, rng=np.random.RandomState(seed))
+    cells = kd_cells(points, n_cells)
+    rng = np.random.RandomState(seed)
+    first = [rng.randint(idx.size) for idx in cells]
+    expected = _sequential_cell_greedy(points.astype(np.float64), n_select, cells, first)
+    assert len(chosen) == len(np.unique(chosen)) == n_select
+    assert set(chosen.tolist()) == set(expected)
 
 
 def test_cells_cover_nearly_as_well_as_exact(rng):
@@ -64,6 +94,53 @@ def test_removed_patches_never_selected(seed, ratio, n_cells):
     assert len(np.unique(chosen)) == len(chosen) == min(kept.sum(), int(np.ceil(ratio * 60)))
     np.testing.assert_array_equal(coreset.memory_weights_, weights.reshape(-1)[chosen])
     np.testing.assert_array_equal(coreset.memory_bank_, X.reshape(-1, 4)[chosen])
+
+
+def _clustered_bank_and_queries(rng, n_bank=3000, n_queries=800, d=16):
+    centres = rng.normal(scale=6, size=(40, d))
+    bank = centres[rng.integers(0, 40, n_bank)] + rng.normal(size=(n_bank, d))
+    queries = centres[rng.integers(0, 40, n_queries)] + rng.normal(scale=1.5, size=(n_queries, d))
+    return bank.astype(np.float32), queries.astype(np.float32)
+
+
+@pytest.mark.parametrize("n_probe", [1, 2, 8])
+def test_pruned_exact_search_equals_brute_force(rng, n_probe):
+    bank, queries = _clustered_bank_and_queries(rng)
+    bank[1] = bank[0]  # a duplicate: ties must not break exactness
+    queries[:5] += 40.0  # far outliers: the bound must not prune their neighbour
+    X = bank.reshape(30, 100, 16)
+    exact = WeightedCoreset(1.0, n_probe=n_probe, random_state=0).fit(X)
+    assert len(exact.ivf_centroids_) > 20  # many lists, most pruned
+    distance, index = exact.kneighbors(queries)
+    full = np.linalg.norm(queries[:, None].astype(np.float64) - exact.memory_bank_[None], axis=-1)
+    np.testing.assert_allclose(distance, full.min(1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(full[np.arange(len(queries)), index], full.min(1), rtol=1e-5, atol=1e-5)
+    brute = exact.set_params(search="brute")
+    np.testing.assert_array_equal(brute.kneighbors(queries)[1], index)
+
+
+def test_inverted_file_groups_the_bank_by_list(rng):
+    bank, _ = _clustered_bank_and_queries(rng, n_bank=2000)
+    coreset = WeightedCoreset(0.5, random_state=0).fit(bank.reshape(20, 100, 16))
+    offsets = coreset.ivf_offsets_
+    assert offsets[0] == 0 and offsets[-1] == len(coreset.memory_bank_)
+    for j, centroid in enumerate(coreset.ivf_centroids_):
+        members = coreset.memory_bank_[offsets[j] : offsets[j + 1]]
+        distances = np.linalg.norm(members - centroid, axis=1)
+        assert distances.max(initial=0) <= coreset.ivf_radii_[j] * (1 + 1e-5)
+    # Rows were regrouped together with their indices and weights.
+    np.testing.assert_array_equal(coreset.memory_bank_, bank[coreset.sample_indices_])
+
+
+def test_exact_search_in_small_chunks(rng):
+    import sklearn
+
+    bank, queries = _clustered_bank_and_queries(rng, n_bank=1000, n_queries=300)
+    coreset = WeightedCoreset(1.0, random_state=0).fit(bank.reshape(10, 100, 16))
+    reference = coreset.kneighbors(queries)
+    with sklearn.config_context(working_memory=0.01):  # many chunks
+        chunked = coreset.kneighbors(queries)
+    np.testing.assert_array_equal(chunked[1], reference[1])
 
 
 def test_exact_nearest_matches_brute_force(rng):
