@@ -2,6 +2,7 @@
 
 from numbers import Integral, Real
 
+import joblib
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
@@ -13,6 +14,7 @@ from ._coreset import WeightedCoreset
 from ._discriminator import NoiseDiscriminator
 from ._featurizer import PatchFeaturizer
 from ._images import check_images
+from ._threads import torch_threads
 
 STEP_NAMES = ("featurizer", "denoise", "memory")
 # sklearn's Pipeline reserves the name "memory" (its caching argument), so the
@@ -145,14 +147,25 @@ class BaseSoftPatch(BaseEstimator):
         images = check_images(X)
         self.pipeline_ = self._make_pipeline()
         memory = check_memory(self.cache)
-        fit_featurizer = memory.cache(_fit_transform_step)
+        featurizer, denoise, coreset = (step for _, step in self.pipeline_.steps)
+        # The collection is hashed once (files by path) and the key reused.
+        key = _feature_key(featurizer, images) if _caches(memory) else None
+        fit_featurizer = memory.cache(_fit_transform_step, ignore=["step", "X"])
         # Pass the validated collection on: files are checked (opened) once.
-        featurizer, features = fit_featurizer(self.pipeline_.steps[0][1], images)
+        featurizer, features = fit_featurizer(key, step=featurizer, X=images)
         self.pipeline_.steps[0] = ("featurizer", featurizer)
-        # The other steps are fitted in place (a Pipeline without memory does
-        # not clone) on the featurizer's cached output. Only the CNN is cached:
-        # the discriminator's output is as large as the features themselves.
-        Pipeline(self.pipeline_.steps[1:]).fit(features)
+        # The other steps are fitted in place on the featurizer's (cached)
+        # output. The discriminator's raw scores are cached too when they can
+        # be: they do not depend on its threshold, so a grid over thresholds
+        # or over methods sharing a score computes each score once.
+        if denoise == "passthrough":
+            patches = features
+        elif key is not None and isinstance(denoise, NoiseDiscriminator):
+            scorer = memory.cache(_raw_score, ignore=["discriminator", "features"])
+            patches = denoise._fit_cached(features, _score_through(scorer, key))
+        else:
+            patches = denoise.fit_transform(features)
+        coreset.fit(patches)
         self.n_train_images_ = len(images)
         self.image_size_ = images.image_size
         return features
@@ -204,7 +217,35 @@ class BaseSoftPatch(BaseEstimator):
         return tags
 
 
-def _fit_transform_step(step, X):
-    """Module-level so that joblib.Memory can cache it by argument hash."""
+def _caches(memory):
+    return getattr(memory, "location", None) is not None
+
+
+def _feature_key(featurizer, images):
+    """Hash of what the features depend on: the featurizer's parameters and the images."""
+    params = featurizer.get_params(deep=True) if hasattr(featurizer, "get_params") else featurizer
+    return joblib.hash((type(featurizer).__qualname__, params, images))
+
+
+def _fit_transform_step(key, step, X):
+    """Module-level so that joblib.Memory can cache it, on ``key`` only."""
     features = step.fit_transform(X)
     return step, features
+
+
+def _raw_score(key, score_key, discriminator, features):
+    """One raw discriminator score, cached by joblib.Memory on ``(key, score_key)``."""
+    with torch_threads(discriminator.n_jobs):
+        return discriminator._raw_scores(features, (score_key["name"],))[score_key["name"]]
+
+
+def _score_through(scorer, key):
+    """``cached_score`` for ``NoiseDiscriminator._fit_cached``."""
+
+    def cached_score(discriminator, name, features):
+        score_key = discriminator._score_key(name)
+        if score_key is None:  # unseeded projection: nothing to share
+            return _raw_score(None, {"name": name}, discriminator, features)
+        return scorer(key, score_key, discriminator=discriminator, features=features)
+
+    return cached_score

@@ -48,8 +48,12 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
         Caches the CNN features (the expensive part) on disk, like
         :class:`~sklearn.pipeline.Pipeline`'s ``memory``: a grid search over
         ``denoise__*`` or ``memory__*`` settings then pays for the CNN once
-        per fold and once per scored set. Images given as file paths are
-        hashed by path, not content.
+        per fold and once per scored set. The discriminator's raw outlier
+        scores are cached as well (when its projection is seeded, e.g. by
+        ``random_state``): they do not depend on ``threshold``, so a grid
+        over thresholds, or over methods sharing a score (``"softpatch+"``
+        uses the LOF and Gaussian ones), computes each score once per fold.
+        Images given as file paths are hashed by path, not content.
 
     random_state : int, RandomState instance or None, default=None
         Passed to the steps whose own ``random_state`` is None.

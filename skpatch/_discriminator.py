@@ -181,14 +181,50 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         -------
         self : NoiseDiscriminator
         """
+        features = self._check_fit_input(X)
+        with torch_threads(self.n_jobs):
+            raw = self._raw_scores(features, _NEEDED_SCORES[self.method])
+        return self._fit_from_raw(raw)
+
+    def _fit_cached(self, X, cached_score):
+        """Fit with the raw scores from ``cached_score(self, name, features)``.
+
+        Used by the estimators' ``cache=``: the scores depend on the
+        features and on :meth:`_score_key`, not on ``threshold`` or
+        ``soft_weights``, so a grid over those (or over methods sharing a
+        score, as ``"softpatch+"`` shares LOF and Gaussian) computes each
+        score once.
+        """
+        self._validate_params()
+        features = self._check_fit_input(X)
+        raw = {name: cached_score(self, name, features) for name in _NEEDED_SCORES[self.method]}
+        self._fit_from_raw(raw)
+        return WeightedPatches(X, self.weights_, self.kept_)
+
+    def _check_fit_input(self, X):
         features, _, _ = check_patch_features(X)
         n_images = features.shape[0]
         if n_images < 2:
             raise ValueError(f"NoiseDiscriminator needs at least 2 training images; got {n_images}.")
         self.n_features_in_ = features.shape[2]
         self.n_neighbors_ = self._check_n_neighbors(n_images)
-        with torch_threads(self.n_jobs):
-            raw = self._raw_scores(features)
+        return features
+
+    def _score_key(self, name):
+        """Everything raw score ``name`` depends on besides the features, or
+        None when it cannot be cached (an unseeded or stateful projection)."""
+        projected = self.n_components is not None and self.n_components < self.n_features_in_
+        if projected and not isinstance(self.random_state, Integral):
+            return None
+        key = {"name": name, "n_components": self.n_components if projected else None,
+               "random_state": self.random_state if projected else None}
+        if name == "gaussian":
+            key["shrinkage"] = self.shrinkage
+        else:
+            key["n_neighbors"] = self.n_neighbors_
+        return key
+
+    def _fit_from_raw(self, raw):
         self.scores_, weights = _scores_and_weights(self.method, raw)
         self.kept_, self.score_threshold_ = _keep_mask(self.scores_, self.threshold)
         self.weights_ = weights if self.soft_weights else np.ones_like(weights)
@@ -239,24 +275,18 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         warnings.warn(msg, UserWarning)
         return n_images - 1
 
-    def _raw_scores(self, features):
-        """Dict of raw score arrays (n_images, n_patches) for the chosen method."""
-        needed = {
-            "nearest": ("nearest",),
-            "lof": ("lof",),
-            "gaussian": ("gaussian",),
-            "softpatch+": ("lof", "gaussian"),
-        }[self.method]
+    def _raw_scores(self, features, names):
+        """Dict of raw score arrays (n_images, n_patches), one per name."""
         projection = self._projection(features.shape[2])
         n_images, n_patches, _ = features.shape
         chunk = _positions_per_chunk(n_images, features.shape[2] if projection is None else projection.shape[1])
-        out = {name: np.empty((n_images, n_patches), dtype=np.float32) for name in needed}
+        out = {name: np.empty((n_images, n_patches), dtype=np.float32) for name in names}
         for start in range(0, n_patches, chunk):
             block = torch.from_numpy(np.ascontiguousarray(features[:, start : start + chunk])).float()
             if projection is not None:
                 block = block @ projection
             Z = block.transpose(0, 1).contiguous()  # (positions, images, dims)
-            for name in needed:
+            for name in names:
                 out[name][:, start : start + chunk] = self._score(name, Z).T.numpy()
         return out
 
@@ -279,6 +309,15 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = True
         return tags
+
+
+# Raw scores each method combines.
+_NEEDED_SCORES = {
+    "nearest": ("nearest",),
+    "lof": ("lof",),
+    "gaussian": ("gaussian",),
+    "softpatch+": ("lof", "gaussian"),
+}
 
 
 def _positions_per_chunk(n_images, n_dims):

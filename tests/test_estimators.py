@@ -151,6 +151,50 @@ def test_grid_search_with_cache_pays_cnn_once(data, tmp_path, monkeypatch):
     assert calls["n"] == 2
 
 
+def test_cache_computes_each_discriminator_score_once(data, tmp_path, monkeypatch):
+    train, X, _, _ = data
+    from skpatch import _outlier_scores
+    from skpatch import _discriminator
+
+    calls = []
+    for name in ("lof_scores", "mahalanobis_scores"):
+        original = getattr(_outlier_scores, name)
+
+        def counting(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(_discriminator, name, counting)
+    cached, plain = [], []
+    for method in ("lof", "gaussian", "softpatch+"):
+        for threshold in (0.05, 0.2):
+            params = {"denoise__method": method, "denoise__threshold": threshold}
+            est = _small(SoftPatchClassifier, cache=str(tmp_path)).set_params(**params).fit(train)
+            cached.append(est.score_samples(X))
+            before = len(calls)
+            plain.append(_small(SoftPatchClassifier).set_params(**params).fit(train).score_samples(X))
+            del calls[before:]  # count the cached fits only
+    # One chunk of positions here: each score computed once for all six fits.
+    assert sorted(calls) == ["lof_scores", "mahalanobis_scores"]
+    for a, b in zip(cached, plain):
+        np.testing.assert_array_equal(a, b)
+    # With a projection, the seed is part of the key: seed 0 twice, then seed 1.
+    for seed in (0, 0, 1):
+        _small(SoftPatchClassifier, cache=str(tmp_path)).set_params(
+            random_state=seed, denoise__n_components=16
+        ).fit(train)
+    assert calls.count("lof_scores") == 3
+
+
+def test_cache_with_unseeded_projection_still_fits(data, tmp_path):
+    train, X, _, _ = data
+    est = SoftPatchClassifier(cache=str(tmp_path)).set_params(
+        featurizer__image_size=64, featurizer__embed_dim=64, denoise__n_neighbors=4,
+        denoise__n_components=16, memory__random_state=0,
+    )
+    assert est.fit(train).score_samples(X).shape == (len(X),)
+
+
 @pytest.mark.parametrize("cls", ESTIMATORS)
 def test_bad_images_raise_clear_errors(cls, data):
     train, _, _, _ = data
