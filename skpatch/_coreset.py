@@ -291,13 +291,23 @@ class WeightedCoreset(BaseEstimator):
             projection = rng.standard_normal((n_features, self.projection_dim)).astype(np.float32)
             projection /= np.sqrt(self.projection_dim, dtype=np.float32)
             projection = torch.from_numpy(projection)
-        # Project in chunks: the candidates may not fit in memory twice.
+        # Project contiguous chunks of rows and keep their candidates: no
+        # gather of the full-width features (the candidates may not fit in
+        # memory twice, and a gather costs as much as the product).
         out_dim = n_features if projection is None else projection.shape[1]
         points = torch.empty((candidates.size, out_dim), dtype=torch.float32)
-        step = _rows_per_chunk(n_features + out_dim)
-        for start in range(0, candidates.size, step):
-            block = torch.from_numpy(np.asarray(flat[candidates[start : start + step]], dtype=np.float32))
-            points[start : start + step] = block if projection is None else block @ projection
+        is_candidate = np.zeros(len(flat), dtype=bool)
+        is_candidate[candidates] = True
+        step = _rows_per_chunk(2 * n_features + out_dim)
+        filled = 0
+        for start in range(0, len(flat), step):
+            keep = torch.from_numpy(is_candidate[start : start + step])
+            block = torch.from_numpy(np.asarray(flat[start : start + step], dtype=np.float32))
+            if projection is not None:
+                block = block @ projection
+            chosen = block[keep]
+            points[filled : filled + len(chosen)] = chosen
+            filled += len(chosen)
         return points
 
     def _n_cells(self, n_candidates):

@@ -17,9 +17,10 @@ product, so no Python loop runs over queries.
 import numpy as np
 import torch
 
-_KMEANS_ITERATIONS = 8
-# k-means is trained on at most this many bank patches per list.
-_TRAIN_PER_LIST = 64
+_KMEANS_ITERATIONS = 5
+# k-means is trained on at most this many bank patches per list (the lists
+# only steer the search; the exact search is exact whatever their quality).
+_TRAIN_PER_LIST = 32
 # Relative slack on the pruning bound, against float32 rounding in the
 # expanded distances ||q||^2 - 2 q.c + ||c||^2 (a list is searched when in
 # doubt, so the slack costs time, never exactness).
@@ -34,7 +35,7 @@ def default_n_lists(n_bank):
 def build_ivf(bank, n_lists, rng):
     """Cluster ``bank`` (m, d) float32 tensor; return (centroids, assignment, radii).
 
-    k-means is trained on a seeded sample of at most 64 rows per list, then
+    k-means is trained on a seeded sample of at most 32 rows per list, then
     every row is assigned to its nearest centroid; a list's radius is the
     largest distance of its rows to the centroid.
     """
