@@ -114,9 +114,16 @@ class WeightedCoreset(BaseEstimator):
     Naive greedy k-center costs ``O(k n d)``; here the projected patches are
     split into k-d cells, the greedy order stays global but each new centre
     only updates distances in its own cell (see ``skpatch._kcenter``). On
-    200 images x 784 patches this selects 10% in about two seconds on two
-    cores; ``benchmarks/speed.py`` compares its coverage radius and AUROC
-    with the exact algorithm.
+    200 images x 784 patches this selects 10% in about half a second on two
+    cores (3 s for 1000 images); ``benchmarks/speed.py`` compares its
+    coverage radius and AUROC with the exact algorithm.
+
+    The default exact search gives the brute-force neighbour (ties aside)
+    but searches lists in two rounds: the ``n_probe`` lists nearest to the
+    query, then each list that the triangle inequality cannot rule out. On
+    the MVTec AD bottle features this touches a few percent of the bank
+    (5x faster than brute force); on test patches far from every memory
+    patch, fewer lists can be ruled out (2-3x on the synthetic set).
 
     Examples
     --------
