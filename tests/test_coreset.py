@@ -214,3 +214,23 @@ def test_ivf_search_finds_nearly_all_exact_neighbours(rng):
     # With every list probed it is exact.
     ivf.set_params(n_probe=10_000)
     np.testing.assert_allclose(ivf.score_samples(test), a, rtol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n_bank=st.integers(1, 600),
+    spread=st.sampled_from([0.1, 1.0, 10.0]),
+    n_probe=st.integers(1, 4),
+)
+def test_exact_search_property(seed, n_bank, spread, n_probe):
+    """Whatever the data and lists, the pruned search returns the brute-force distance."""
+    gen = np.random.default_rng(seed)
+    centres = gen.normal(scale=spread, size=(7, 8))
+    bank = (centres[gen.integers(0, 7, n_bank)] + gen.normal(size=(n_bank, 8))).astype(np.float32)
+    queries = (gen.normal(scale=2 * spread, size=(60, 8))).astype(np.float32)
+    coreset = WeightedCoreset(1.0, n_probe=n_probe, random_state=seed).fit(bank[:, None, :])
+    distance, index = coreset.kneighbors(queries)
+    full = np.linalg.norm(queries[:, None].astype(np.float64) - coreset.memory_bank_[None], axis=-1)
+    np.testing.assert_allclose(distance, full.min(1), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(full[np.arange(len(queries)), index], full.min(1), rtol=1e-5, atol=1e-4)
