@@ -60,7 +60,7 @@ def greedy_kcenter(points, n_select, *, n_cells=1, rng, progress=None):
 
     Parameters
     ----------
-    points : torch.Tensor of shape (n, d), float32
+    points : torch.Tensor or ndarray of shape (n, d), float32
         Usually randomly projected features.
     n_select : int
         Number of centres, 1 <= n_select <= n.
@@ -81,12 +81,12 @@ def greedy_kcenter(points, n_select, *, n_cells=1, rng, progress=None):
     Because a centre only updates distances in its own cell, the global
     greedy loop (always take the cell whose farthest point is farthest) is a
     merge of the cells' own greedy sequences, whose farthest-point distances
-    never increase. So the cells are run independently, a few at a time as
-    one batched tensor, and the ``n_select`` largest distances over all
-    sequences are kept: the same selection as the sequential loop, without a
-    Python step per centre. A cell stops once its current distance falls
-    below the ``n_select``-th largest distance recorded so far, which can
-    only rise as sequences grow.
+    never increase. So the cell with the largest pending distance is
+    advanced by a block of steps at a time (numpy distance updates on its
+    cached points), and the ``n_select`` largest distances over all
+    sequences are kept: the same selection as the sequential loop. It stops
+    once no cell's pending distance can exceed the ``n_select``-th largest
+    recorded so far, which only rises as sequences grow.
     """
     n = points.shape[0]
     n_cells = int(min(n_cells, max(1, n_select)))
