@@ -162,7 +162,9 @@ class BaseSoftPatch(BaseEstimator):
             patches = features
         elif key is not None and isinstance(denoise, NoiseDiscriminator):
             scorer = memory.cache(_raw_score, ignore=["discriminator", "features"])
-            patches = denoise._fit_cached(features, _score_through(scorer, key))
+            patches = denoise._fit_cached(
+                features, lambda d, score_key, f: scorer(key, score_key, discriminator=d, features=f)
+            )
         else:
             patches = denoise.fit_transform(features)
         coreset.fit(patches)
@@ -237,15 +239,3 @@ def _raw_score(key, score_key, discriminator, features):
     """One raw discriminator score, cached by joblib.Memory on ``(key, score_key)``."""
     with torch_threads(discriminator.n_jobs):
         return discriminator._raw_scores(features, (score_key["name"],))[score_key["name"]]
-
-
-def _score_through(scorer, key):
-    """``cached_score`` for ``NoiseDiscriminator._fit_cached``."""
-
-    def cached_score(discriminator, name, features):
-        score_key = discriminator._score_key(name)
-        if score_key is None:  # unseeded projection: nothing to share
-            return _raw_score(None, {"name": name}, discriminator, features)
-        return scorer(key, score_key, discriminator=discriminator, features=features)
-
-    return cached_score

@@ -181,34 +181,37 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         -------
         self : NoiseDiscriminator
         """
-        features = self._check_fit_input(X)
-        with torch_threads(self.n_jobs):
-            raw = self._raw_scores(features, _NEEDED_SCORES[self.method])
-        return self._fit_from_raw(raw)
+        return self._fit(X)
 
     def _fit_cached(self, X, cached_score):
-        """Fit with the raw scores from ``cached_score(self, name, features)``.
+        """Fit with the raw scores from ``cached_score(self, score_key, features)``.
 
         Used by the estimators' ``cache=``: the scores depend on the
         features and on :meth:`_score_key`, not on ``threshold`` or
         ``soft_weights``, so a grid over those (or over methods sharing a
         score, as ``"softpatch+"`` shares LOF and Gaussian) computes each
-        score once.
+        score once. Without a seeded projection nothing can be shared and
+        the scores are computed as in :meth:`fit`.
         """
         self._validate_params()
-        features = self._check_fit_input(X)
-        raw = {name: cached_score(self, name, features) for name in _NEEDED_SCORES[self.method]}
-        self._fit_from_raw(raw)
+        self._fit(X, cached_score)
         return WeightedPatches(X, self.weights_, self.kept_)
 
-    def _check_fit_input(self, X):
+    def _fit(self, X, cached_score=None):
         features, _, _ = check_patch_features(X)
         n_images = features.shape[0]
         if n_images < 2:
             raise ValueError(f"NoiseDiscriminator needs at least 2 training images; got {n_images}.")
         self.n_features_in_ = features.shape[2]
         self.n_neighbors_ = self._check_n_neighbors(n_images)
-        return features
+        names = _NEEDED_SCORES[self.method]
+        keys = [self._score_key(name) for name in names] if cached_score is not None else [None]
+        if None in keys:
+            with torch_threads(self.n_jobs):
+                raw = self._raw_scores(features, names)
+        else:
+            raw = {name: cached_score(self, key, features) for name, key in zip(names, keys)}
+        return self._fit_from_raw(raw)
 
     def _score_key(self, name):
         """Everything raw score ``name`` depends on besides the features, or
