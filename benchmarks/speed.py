@@ -68,7 +68,7 @@ def _featurizer(backbone, **params):
 
 def profile_stages(source, n_train, sampling_ratio, backbone=None):
     """Time every stage of one fit + scoring, as SoftPatchClassifier runs them."""
-    from skpatch import NoiseDiscriminator, PatchFeaturizer, WeightedCoreset
+    from skpatch import NoiseDiscriminator, WeightedCoreset
     from skpatch._base import _OFFSET_MAX_IMAGES
     from skpatch.metrics import image_auroc
 

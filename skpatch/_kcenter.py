@@ -97,7 +97,7 @@ def greedy_kcenter(points, n_select, *, n_cells=1, rng, progress=None):
     n_more = n_select - len(cells)
     # One random first centre per cell (the excluded patches are not in `points`).
     picks = [[int(rng.randint(idx.size))] for idx in cells]
-    min_dist = [_distances_to(p, q, p[f[0]], f[0]) for p, q, f in zip(cell_points, cell_norms, picks)]
+    min_dist = [_distances_to(p, q, f[0]) for p, q, f in zip(cell_points, cell_norms, picks)]
     values = [[] for _ in cells]  # farthest distance before each further pick
     if progress is not None:
         progress(len(cells))
@@ -143,11 +143,15 @@ def greedy_kcenter(points, n_select, *, n_cells=1, rng, progress=None):
     return selected.astype(np.int64)
 
 
-def _distances_to(points, norms, centre, index):
+def _distances_to(points, norms, index, out=None):
     """Squared distances of ``points`` to one of them, ``points[index]``."""
-    dist = norms - 2.0 * (points @ centre) + norms[index]
-    dist[index] = 0.0  # exactly, despite rounding
-    return dist
+    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2, in place in ``out``.
+    out = np.dot(points, points[index], out=out)
+    out *= -2.0
+    out += norms
+    out += norms[index]
+    out[index] = 0.0  # exactly, despite rounding
+    return out
 
 
 def _extend(points, norms, min_dist, n_steps):
@@ -161,13 +165,7 @@ def _extend(points, norms, min_dist, n_steps):
     for step in range(n_steps):
         pick = int(min_dist.argmax())
         values[step], picks[step] = min_dist[pick], pick
-        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2, in preallocated buffers.
-        np.dot(points, points[pick], out=dist)
-        dist *= -2.0
-        dist += norms
-        dist += norms[pick]
-        dist[pick] = 0.0
-        np.minimum(min_dist, dist, out=min_dist)
+        np.minimum(min_dist, _distances_to(points, norms, pick, out=dist), out=min_dist)
     return values.tolist(), picks.tolist()
 
 
