@@ -1,6 +1,6 @@
 import socket
 import sys
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -171,11 +171,17 @@ def test_probe_answers_for_open_closed_and_hanging_hosts(monkeypatch):
     assert _backbones._unreachable("127.0.0.1", port)  # closed now: a reason
     assert _backbones._unreachable("name.invalid", 443)  # cannot resolve
 
-    def hang(*args, **kwargs):
-        time.sleep(5)
+    release = threading.Event()
+
+    def hang(*args, **kwargs):  # like a DNS look-up that never answers
+        release.wait(10)
+        raise OSError("released")
 
     monkeypatch.setattr(socket, "create_connection", hang)
-    assert _backbones._unreachable("example.org", 443, timeout=0.1) == "no answer within 0.1 s"
+    try:
+        assert _backbones._unreachable("example.org", 443, timeout=0.1) == "no answer within 0.1 s"
+    finally:
+        release.set()
 
 
 def test_probe_goes_through_the_https_proxy(monkeypatch):
