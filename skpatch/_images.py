@@ -53,6 +53,7 @@ import warnings
 
 import numpy as np
 import torch
+from PIL import Image
 
 _PATH_TYPES = (str, os.PathLike)
 
@@ -63,7 +64,7 @@ _SCALES = {"u1": 255.0, "u2": 65535.0}
 
 # What Pillow raises on a file that is missing, not an image, truncated,
 # too large (DecompressionBombError) or in an unsupported mode.
-_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 class ImageCollection:
@@ -172,8 +173,6 @@ def read_image(path):
 
 def _read(path, label):
     """read_image, with ``label`` naming the image in errors."""
-    from PIL import Image
-
     name = os.fspath(path)
     if os.path.isdir(name):
         msg = (
@@ -200,8 +199,11 @@ def _reason(exc):
     return "no such file" if isinstance(exc, FileNotFoundError) else str(exc)
 
 
-def _split_collection(images):
-    """Return ``(items, array)``; exactly one of them is not None."""
+def _split_collection(images, name="X"):
+    """Return ``(items, array)``; exactly one of them is not None.
+
+    ``name`` is the argument's name in error messages.
+    """
     if isinstance(images, _PATH_TYPES):
         msg = (
             "Expected a collection of images, got a single path "
@@ -217,7 +219,7 @@ def _split_collection(images):
         # A 1-D array of paths or images is a list of single images.
         images = [item.decode() if isinstance(item, bytes) else item for item in images]
     if isinstance(images, np.ndarray):
-        return None, _check_array(images, "X", batch=True)
+        return None, _check_array(images, name, batch=True)
     if torch.is_tensor(images):
         msg = (
             "Torch tensors are not accepted as images; pass a numpy array of "
@@ -361,10 +363,6 @@ def _scale(dtype):
 
 
 def _is_pil(item):
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        return False
     return isinstance(item, Image.Image)
 
 
@@ -376,8 +374,6 @@ def _item_size(item, index):
     if isinstance(item, np.ndarray):
         return tuple(item.shape[:2])
     if isinstance(item, _PATH_TYPES):
-        from PIL import Image
-
         name = os.fspath(item)
         if os.path.isdir(name):
             _read(item, f"image {index} from {name!r}")  # raises the folder error
@@ -467,8 +463,6 @@ def _read_16bit_colour(path, image):
         for raw in rawmodes
     ):
         return None
-    from PIL import Image
-
     image.load()
     high = np.asarray(image)
     with Image.open(path) as second:

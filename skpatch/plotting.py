@@ -205,7 +205,7 @@ def plot_image_grid(
         raise ValueError("images is empty; there is nothing to plot.")
     # The same layout rules as the estimators: (n, H, W, C) arrays, lists of
     # single images; sizes may differ here.
-    items, array = _split_collection(images)
+    items, array = _split_collection(images, "images")
     images = items if array is None else array
     n_images = len(images)
     if n_cols < 1:

@@ -13,7 +13,7 @@ from .._images import as_dtype, common_dtype, read_image
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff")
 
 # What PIL raises on a file that is not an image or is truncated.
-_READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError)
+_READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 @validate_params(
