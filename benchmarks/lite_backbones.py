@@ -49,14 +49,27 @@ def _run_one(backbone, size, n_images, threads, batch_size):
     featurizer.fit(images[:batch_size])
     load_s = time.perf_counter() - start
     featurizer.transform(images[:batch_size])  # warm-up
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     featurizer.transform(images)
     per_image_ms = 1000 * (time.perf_counter() - start) / n_images
+    cpu_ms = 1000 * (time.process_time() - cpu_start) / n_images
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({
         "backbone": backbone, "size": size, "grid": featurizer.feature_shape_, "source": source,
-        "load_s": load_s, "ms_per_image": per_image_ms, "peak_rss_mib": peak_mib,
+        "load_s": load_s, "ms_per_image": per_image_ms, "cpu_ms_per_image": cpu_ms, "peak_rss_mib": peak_mib,
+        "gflops": _gflops(featurizer, size), "params_m": sum(p.numel() for p in featurizer.backbone_.parameters()) / 1e6,
     }))
+
+
+def _gflops(featurizer, size):
+    """FLOPs of the truncated CNN for one image: independent of the machine's load."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        featurizer._maps(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
 
 
 def main(argv=None):
@@ -86,13 +99,15 @@ def main(argv=None):
     base = {row["size"]: row["ms_per_image"] for row in rows if row["backbone"] == "tf_efficientnet_lite0"}
     print(f"{args.n_images} images ({rows[0]['source']}), {args.threads} threads, batch {args.batch_size}, "
           f"best of {args.repeats}")
-    print("| backbone | input px | patch grid | ms / image | vs Lite0 at 224 | load s | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
+    flops = {row["size"]: row["gflops"] for row in rows if row["backbone"] == "tf_efficientnet_lite0"}
+    print("| backbone | input px | patch grid | GFLOPs (CNN to stage 3) | vs Lite0 at 224 | params (M, truncated) "
+          "| wall ms / image | vs Lite0 | CPU ms / image | load s | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        ratio = row["ms_per_image"] / base[224]
         grid = "x".join(str(v) for v in row["grid"])
-        print(f"| {row['backbone']} | {row['size']} | {grid} | {row['ms_per_image']:.1f} | {ratio:.2f}x | "
-              f"{row['load_s']:.1f} | {row['peak_rss_mib']:.0f} |")
+        print(f"| {row['backbone']} | {row['size']} | {grid} | {row['gflops']:.3f} | {row['gflops'] / flops[224]:.2f}x "
+              f"| {row['params_m']:.2f} | {row['ms_per_image']:.1f} | {row['ms_per_image'] / base[224]:.2f}x "
+              f"| {row['cpu_ms_per_image']:.1f} | {row['load_s']:.1f} | {row['peak_rss_mib']:.0f} |")
     return 0
 
 
