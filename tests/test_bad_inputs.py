@@ -20,7 +20,7 @@ import os
 import pathlib
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -45,7 +45,6 @@ class Case:
     run: object  # ctx -> result
     error: tuple = None  # (exception types, regex the message must match)
     check: object = None  # (result, ctx, caught warnings) -> None, asserts
-    marks: tuple = field(default_factory=tuple)
 
 
 CASES = []
