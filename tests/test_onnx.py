@@ -1,0 +1,186 @@
+"""ONNX export: onnxruntime reproduces score_samples without skpatch or torch."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+from sklearn.pipeline import Pipeline
+
+from skpatch import SoftPatchClassifier, SoftPatchSegmenter, export_onnx
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+# Documented tolerance: scores within 1e-4 relative (measured: about 1e-6).
+RTOL = 1e-4
+
+
+def _small(cls, **params):
+    est = cls(random_state=0, **params).set_params(featurizer__embed_dim=64)
+    if params.get("denoise") != "passthrough":
+        est.set_params(denoise__n_neighbors=4)
+    return est.set_params(featurizer__image_size=48)  # 64 px images: the graph resizes
+
+
+@pytest.fixture(scope="module")
+def data():
+    from skpatch.datasets import make_defects
+
+    X, y, masks = make_defects(30, image_size=64, kind="object", defect_ratio=1 / 3, random_state=0)
+    return X[y == 0][:14], X
+
+
+@pytest.fixture(scope="module")
+def exported(data, tmp_path_factory):
+    """{name: (estimator, path)} for a classifier and a segmenter."""
+    train, _ = data
+    folder = tmp_path_factory.mktemp("onnx")
+    out = {}
+    for cls in (SoftPatchClassifier, SoftPatchSegmenter):
+        est = _small(cls).fit(train)
+        path = str(folder / f"{cls.__name__}.onnx")
+        est.export_onnx(path)
+        out[cls.__name__] = est, path
+    return out
+
+
+def _run(path, images):
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {"images": images})))
+
+
+def _assert_close(actual, expected):
+    """Equal within RTOL of each value, or of the largest |value| for values near 0."""
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=RTOL * scale)
+
+
+def test_classifier_graph_matches_score_samples(exported, data):
+    _, X = data
+    est, path = exported["SoftPatchClassifier"]
+    out = _run(path, X)
+    np.testing.assert_allclose(out["scores"], est.score_samples(X), rtol=RTOL)
+    _assert_close(out["patch_scores"], -est._patch_anomaly(X))
+    # Predictions follow from the stored offset exactly as from the model.
+    offset = float(_metadata(path)["skpatch.offset"])
+    assert offset == est.offset_
+    np.testing.assert_array_equal(np.where(out["scores"] - offset < 0, -1, 1), est.predict(X))
+
+
+def test_segmenter_graph_matches_score_samples(exported, data):
+    _, X = data
+    est, path = exported["SoftPatchSegmenter"]
+    out = _run(path, X)
+    maps = est.score_samples(X)
+    assert out["maps"].shape == maps.shape == (len(X), 64, 64)
+    _assert_close(out["maps"], maps)
+    np.testing.assert_allclose(out["scores"], maps.min(axis=(1, 2)), rtol=RTOL)
+
+
+def test_metadata_states_the_contract(exported):
+    for name, (est, path) in exported.items():
+        meta = _metadata(path)
+        assert meta["skpatch.estimator"] == name
+        assert float(meta["skpatch.offset"]) == est.offset_
+        assert "higher = more normal" in meta["skpatch.sign_convention"]
+        assert json.loads(meta["skpatch.input"])["shape"] == ["n", 64, 64, 3]
+        model = onnx.load(path)
+        onnx.checker.check_model(model)
+        (graph_input,) = model.graph.input
+        assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+
+
+def test_runs_without_skpatch_and_torch(exported, data, tmp_path):
+    """The exported files run in a process where skpatch and torch cannot be imported."""
+    _, X = data
+    np.save(tmp_path / "images.npy", X)
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["torch"] = None  # import torch now raises ImportError
+        sys.modules["skpatch"] = None
+        import numpy as np
+        import onnxruntime as ort
+
+        for name in sys.argv[1:]:
+            session = ort.InferenceSession(name + ".onnx", providers=["CPUExecutionProvider"])
+            first = session.run(None, {"images": np.load("images.npy")})[0]
+            np.save(name + ".npy", first)
+        for blocked in ("torch", "skpatch", "timm", "torchvision"):
+            assert sys.modules.get(blocked) is None, blocked
+        print("ok")
+        """
+    )
+    for name, (_, path) in exported.items():
+        os.link(path, tmp_path / f"{name}.onnx")
+    result = subprocess.run(
+        [sys.executable, "-c", script, *exported], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": ""}, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    for name, (est, _) in exported.items():
+        _assert_close(np.load(tmp_path / f"{name}.npy"), est.score_samples(X))
+
+
+def test_float_input_float16_features_chunked_bank(data, tmp_path, monkeypatch):
+    """float32 input, float16 features, no resize, a bank searched in several chunks."""
+    train, X = data
+    monkeypatch.setattr("skpatch._onnx._BANK_CHUNK", 32)
+    est = _small(SoftPatchClassifier, denoise="passthrough").set_params(
+        featurizer__image_size=64, featurizer__feature_dtype="float16"
+    ).fit(train)
+    assert len(est.pipeline_[-1].memory_bank_) > 2 * 32
+    path = str(tmp_path / "float.onnx")
+    export_onnx(est, path, input_dtype="float32")
+    images = X.astype(np.float32) / np.float32(255.0)
+    np.testing.assert_allclose(_run(path, images)["scores"], est.score_samples(images), rtol=RTOL)
+    assert json.loads(_metadata(path)["skpatch.input"])["dtype"] == "float32"
+
+
+def test_approximate_search_warns_and_exports_exact(exported, data):
+    import torch
+
+    from skpatch._onnx import _check_exportable, _ScoreGraph
+
+    train, X = data
+    exact, _ = exported["SoftPatchClassifier"]
+    approx = _small(SoftPatchClassifier).set_params(memory__search="ivf", memory__n_probe=1).fit(train)
+    with pytest.warns(UserWarning, match="search='exact'"):
+        _check_exportable(approx, "uint8")
+    # The graph that would be exported (checked against onnxruntime above)
+    # gives the exact search's scores.
+    with torch.inference_mode():
+        scores, _ = _ScoreGraph(approx, "uint8").eval()(torch.from_numpy(X))
+    np.testing.assert_allclose(scores.numpy(), exact.score_samples(X), rtol=RTOL)
+
+
+@pytest.mark.parametrize("cls", [SoftPatchClassifier, SoftPatchSegmenter])
+def test_unfitted_model_is_refused(cls, tmp_path):
+    with pytest.raises(NotFittedError):
+        cls().export_onnx(tmp_path / "model.onnx")
+    with pytest.raises(NotFittedError):
+        export_onnx(cls(), tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_bad_options_are_refused(exported, tmp_path):
+    est, _ = exported["SoftPatchClassifier"]
+    with pytest.raises(ValueError, match="input_dtype"):
+        est.export_onnx(tmp_path / "m.onnx", input_dtype="float64")
+    broken = SoftPatchClassifier()
+    broken.__dict__.update(est.__dict__)
+    broken.pipeline_ = Pipeline([*est.pipeline_.steps[:2], ("coreset", "passthrough")])
+    with pytest.raises(TypeError, match="memory step"):
+        broken.export_onnx(tmp_path / "m.onnx")
+
+
+def _metadata(path):
+    return {prop.key: prop.value for prop in onnx.load(path).metadata_props}
