@@ -68,6 +68,13 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         Number of torch threads during inference; ``None`` keeps torch's
         current setting and -1 uses all cores.
 
+    engine : {"torch", "onnxruntime"}, default="torch"
+        What runs the CNN and the feature pooling. ``"onnxruntime"`` exports
+        them once (about a second, at the first ``transform``) and runs them
+        with onnxruntime (``pip install 'skpatch[export]'``): 3-5x faster on
+        CPU for EfficientNet-Lite0 (``benchmarks/engines.py``), features
+        equal to torch's within 1e-6 relative. The resize stays torch's.
+
     verbose : int, default=0
         Show a progress bar over batches when positive.
 
@@ -117,6 +124,7 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         "feature_dtype": [StrOptions({"float32", "float16"})],
         "n_jobs": [Integral, None],
         "verbose": ["verbose"],
+        "engine": [StrOptions({"torch", "onnxruntime"})],
     }
 
     def __init__(
@@ -132,6 +140,7 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         feature_dtype="float32",
         n_jobs=None,
         verbose=0,
+        engine="torch",
     ):
         self.backbone = backbone
         self.weights = weights
@@ -143,6 +152,7 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         self.feature_dtype = feature_dtype
         self.n_jobs = n_jobs
         self.verbose = verbose
+        self.engine = engine
 
     def fit(self, X, y=None):
         """Load the backbone and check the images.
@@ -220,6 +230,8 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         size = self._image_size()
         if tuple(batch.shape[-2:]) != size:
             batch = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+        if self.engine == "onnxruntime":
+            return self._onnxruntime_features(batch)
         maps = self._maps(batch)
         grid = maps[0].shape[-2:]
         dim_per_stage = self.embed_dim // len(maps)
@@ -237,6 +249,22 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
             flat = fmap.permute(0, 2, 3, 1).reshape(b * h * w, 1, c)
             pooled.append(F.adaptive_avg_pool1d(flat, dim_per_stage).reshape(b, h * w, dim_per_stage))
         return torch.cat(pooled, dim=-1)
+
+    def _onnxruntime_features(self, batch):
+        """The rest of ``_embed`` in onnxruntime; the session is built on first use."""
+        from ._onnx import INPUT_NAME, _feature_session
+
+        threads = torch.get_num_threads()  # n_jobs, inside transform's torch_threads
+        session = self.__dict__.get("_session")
+        if session is None or session[0] != threads:
+            self._session = session = (threads, _feature_session(self, threads))
+        return torch.from_numpy(session[1].run(None, {INPUT_NAME: batch.numpy()})[0])
+
+    def __getstate__(self):
+        # An onnxruntime session does not pickle; it is rebuilt on first use.
+        state = super().__getstate__()
+        state.pop("_session", None)
+        return state
 
     def _maps(self, batch):
         mean = torch.tensor(self.mean_).view(1, 3, 1, 1)

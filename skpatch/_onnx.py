@@ -9,8 +9,11 @@ product with a constant matrix whose entries are computed here by the very
 function skpatch uses at prediction time (torch's ``interpolate`` and
 ``adaptive_avg_pool1d``, scipy's ``gaussian_filter1d``) applied to an identity
 matrix: the graph then differs from skpatch only by float32 rounding, whatever
-a runtime's own ``Resize`` does (onnxruntime's antialiased ``Resize`` differs
-from torch's by up to 2e-5 on [0, 1] images).
+a runtime's own ``Resize`` does (onnxruntime's antialiased ``Resize``, from
+opset 18, differs from torch's by up to 2e-5 on [0, 1] images).
+
+The same feature graph, exported at the featurizer's ``image_size``, is the
+``PatchFeaturizer(engine="onnxruntime")`` backend.
 """
 
 import io
@@ -28,7 +31,8 @@ from sklearn.utils.validation import check_is_fitted
 _BANK_CHUNK = 4096
 # Protobuf's limit on one ONNX file.
 _MAX_ONNX_BYTES = 2**31 - 1
-_OPSET = 18
+# Opset 17: onnxruntime >= 1.13, OpenVINO and most edge runtimes read it.
+_OPSET = 17
 INPUT_NAME = "images"
 
 
@@ -189,6 +193,25 @@ def _pixel_matrices(segmenter, grid, size):
     return mats[0], mats[1].T.contiguous()
 
 
+def _feature_session(featurizer, n_threads):
+    """An onnxruntime session: resized (n, 3, h, w) batches in [0, 1] -> features."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        msg = (
+            "PatchFeaturizer(engine='onnxruntime') needs the onnxruntime package: "
+            "pip install 'skpatch[export]' (or onnxruntime alone), or use engine='torch'."
+        )
+        raise ImportError(msg) from exc
+    size = featurizer._image_size()
+    graph = _FeatureGraph(featurizer, size).eval()
+    model = _export(graph, torch.zeros((2, 3, *size)), ["features"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(n_threads)
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def _check_exportable(estimator, input_dtype):
     from ._coreset import WeightedCoreset
     from ._discriminator import NoiseDiscriminator
@@ -328,8 +351,7 @@ def export_onnx(estimator, path, *, input_dtype="uint8"):
     height, width = graph.input_size
     example = torch.zeros((2, height, width, 3), dtype=torch.uint8 if input_dtype == "uint8" else torch.float32)
     output_names = ["maps", "scores", "patch_scores"] if graph.segmenter else ["scores", "patch_scores"]
-    program = _export(graph, example, output_names)
-    model = program.model_proto
+    model = onnx.load_from_string(_export(graph, example, output_names))
     metadata = _metadata(estimator, input_dtype, output_names)
     del model.metadata_props[:]
     for key, value in metadata.items():
@@ -346,17 +368,45 @@ def export_onnx(estimator, path, *, input_dtype="uint8"):
 
 
 def _export(module, example, output_names):
-    """torch.onnx (dynamo) export with a dynamic batch axis, quietly."""
+    """Serialized ONNX model of ``module`` with a dynamic batch axis.
+
+    torch's TorchScript exporter takes under a second for a backbone (the
+    dynamo exporter, 5-10 s); it is tried first and the dynamo exporter
+    (which needs ``onnxscript``) is the fallback for torch versions without it.
+    """
+    try:
+        return _export_torchscript(module, example, output_names)
+    except Exception as exc:  # removed or failing TorchScript exporter
+        try:
+            return _export_dynamo(module, example, output_names)
+        except Exception as dynamo_exc:
+            raise dynamo_exc from exc
+
+
+def _export_torchscript(module, example, output_names):
+    buffer = io.BytesIO()
+    axes = {name: {0: "n"} for name in (INPUT_NAME, *output_names)}
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (example,), buffer, dynamo=False, opset_version=_OPSET, input_names=[INPUT_NAME],
+            output_names=list(output_names), dynamic_axes=axes,
+        )
+    return buffer.getvalue()
+
+
+def _export_dynamo(module, example, output_names):
     batch = torch.export.Dim("n", min=1)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
         # The exporter reports its progress on stdout.
         with _quiet_stdout():
-            return torch.onnx.export(
-                module, (example,), dynamo=True, opset_version=_OPSET, input_names=[INPUT_NAME],
-                output_names=output_names, dynamic_shapes=({0: batch},), external_data=False,
+            program = torch.onnx.export(
+                module, (example,), dynamo=True, opset_version=max(_OPSET, 18), input_names=[INPUT_NAME],
+                output_names=list(output_names), dynamic_shapes=({0: batch},), external_data=False,
                 verbose=False,
             )
+    return program.model_proto.SerializeToString()
 
 
 def _quiet_stdout():

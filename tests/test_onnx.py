@@ -184,3 +184,32 @@ def test_bad_options_are_refused(exported, tmp_path):
 
 def _metadata(path):
     return {prop.key: prop.value for prop in onnx.load(path).metadata_props}
+
+
+def test_onnxruntime_engine_matches_torch_features(data):
+    import pickle
+
+    from skpatch import PatchFeaturizer
+
+    train, X = data
+    params = dict(image_size=48, embed_dim=64, batch_size=8)
+    torch_features = PatchFeaturizer(**params).fit(train).transform(X)
+    featurizer = PatchFeaturizer(engine="onnxruntime", n_jobs=1, **params).fit(train)
+    features = featurizer.transform(X)
+    assert features.shape == torch_features.shape and features.dtype == np.float32
+    _assert_close(features, torch_features)
+    assert featurizer._session[0] == 1  # the session runs on n_jobs threads
+    restored = pickle.loads(pickle.dumps(featurizer))
+    assert "_session" not in restored.__dict__
+    np.testing.assert_array_equal(restored.transform(X), features)
+
+
+def test_classifier_scores_with_onnxruntime_engine(exported, data):
+    """A fitted model scores the same after switching its featurizer's engine."""
+    import copy
+
+    _, X = data
+    reference, _ = exported["SoftPatchClassifier"]
+    est = copy.deepcopy(reference)
+    est.pipeline_[0].set_params(engine="onnxruntime")
+    np.testing.assert_allclose(est.score_samples(X), reference.score_samples(X), rtol=RTOL)
