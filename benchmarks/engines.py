@@ -80,10 +80,14 @@ def make_engine(name, featurizer, threads, workdir):
         with torch.inference_mode():
             compiled(torch.zeros((featurizer.batch_size, 3, *featurizer._image_size())))
         engine = _resizing(featurizer, compiled)
-    elif name in ("onnxruntime", "openvino"):
-        path = _export_features(featurizer, workdir)
-        core = _ort_engine(path, threads) if name == "onnxruntime" else _openvino_engine(path, threads)
-        engine = _resizing(featurizer, core)
+    elif name == "onnxruntime":
+        # What PatchFeaturizer(engine="onnxruntime") runs.
+        from skpatch._onnx import INPUT_NAME, _feature_session
+
+        session = _feature_session(featurizer, threads)
+        engine = _resizing(featurizer, lambda b: torch.from_numpy(session.run(None, {INPUT_NAME: b.numpy()})[0]))
+    elif name == "openvino":
+        engine = _resizing(featurizer, _openvino_engine(_export_features(featurizer, workdir), threads))
     else:
         raise ValueError(f"unknown engine {name!r}; choose from {ENGINES}")
     return engine, _clock() - start
@@ -110,24 +114,10 @@ def _export_features(featurizer, workdir):
 
     graph = _FeatureGraph(featurizer, featurizer._image_size()).eval()
     example = torch.zeros((2, 3, *featurizer._image_size()))
-    program = _export(graph, example, ["features"])
     path = os.path.join(workdir, f"features_{featurizer.backbone}.onnx")
-    program.save(path)
+    with open(path, "wb") as handle:
+        handle.write(_export(graph, example, ["features"]))
     return path
-
-
-def _ort_engine(path, threads):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-    def engine(batch):
-        return torch.from_numpy(session.run(None, {"images": batch.numpy()})[0])
-
-    return engine
 
 
 def _openvino_engine(path, threads):
@@ -382,6 +372,8 @@ def scoring_table(args, workdir):
             stage_names += [s for s in stages if s not in stage_names]
         except Exception as exc:
             rows.append(("exported graph", f"failed: {type(exc).__name__}: {str(exc)[:80]}", None, None, None))
+    order = ["decode", "uint8 -> float", "resize", "CNN", "pooling", "CNN + pooling (engine)", "search"]
+    stage_names = [s for s in order if s in stage_names] + [s for s in stage_names if s not in order and s != "other"] + ["other"]
     header = ["engine", "images/s", "ms/image", *[f"{s} ms/img" for s in stage_names], "max rel diff", "setup s"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, total, stages, diff, setup in rows:

@@ -343,6 +343,26 @@ def export_onnx(estimator, path, *, input_dtype="uint8"):
     Scores match ``score_samples`` up to float32 rounding (1e-6 relative on
     the test images) unless two memory patches are equally near a test patch
     within that rounding but carry different weights.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from skpatch import SoftPatchClassifier, export_onnx
+    >>> from skpatch.datasets import make_defects
+    >>> X, y, _ = make_defects(16, image_size=64, defect_ratio=0.25, random_state=0)
+    >>> clf = SoftPatchClassifier(random_state=0).set_params(
+    ...     featurizer__image_size=64, featurizer__embed_dim=64, denoise__n_neighbors=4)
+    >>> clf = clf.fit(X[y == 0])
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.onnx")
+    >>> metadata = export_onnx(clf, path)
+    >>> metadata["skpatch.input"]
+    '{"name": "images", "dtype": "uint8", "shape": ["n", 64, 64, 3], "layout": "NHWC, RGB", "range": "0..255"}'
+    >>> import onnxruntime as ort   # no skpatch or torch needed from here on
+    >>> session = ort.InferenceSession(path)
+    >>> scores = session.run(["scores"], {"images": X})[0]
+    >>> bool(np.allclose(scores, clf.score_samples(X), rtol=1e-4))
+    True
     """
     _check_exportable(estimator, input_dtype)
     import onnx

@@ -13,6 +13,8 @@ from sklearn.pipeline import Pipeline
 
 from skpatch import SoftPatchClassifier, SoftPatchSegmenter, export_onnx
 
+from .conftest import BOTTLE
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -100,34 +102,42 @@ def test_metadata_states_the_contract(exported):
 def test_runs_without_skpatch_and_torch(exported, data, tmp_path):
     """The exported files run in a process where skpatch and torch cannot be imported."""
     _, X = data
-    np.save(tmp_path / "images.npy", X)
-    script = textwrap.dedent(
-        """
-        import sys
-        sys.modules["torch"] = None  # import torch now raises ImportError
-        sys.modules["skpatch"] = None
-        import numpy as np
-        import onnxruntime as ort
+    outputs = _run_blocked({name: path for name, (_, path) in exported.items()}, X, tmp_path)
+    for name, (est, _) in exported.items():
+        _assert_close(outputs[name], est.score_samples(X))
 
-        for name in sys.argv[1:]:
-            session = ort.InferenceSession(name + ".onnx", providers=["CPUExecutionProvider"])
-            first = session.run(None, {"images": np.load("images.npy")})[0]
-            np.save(name + ".npy", first)
-        for blocked in ("torch", "skpatch", "timm", "torchvision"):
-            assert sys.modules.get(blocked) is None, blocked
-        print("ok")
-        """
-    )
-    for name, (_, path) in exported.items():
-        os.link(path, tmp_path / f"{name}.onnx")
+
+_BLOCKED_RUNNER = textwrap.dedent(
+    """
+    import sys
+    sys.modules["torch"] = None  # import torch now raises ImportError
+    sys.modules["skpatch"] = None
+    import numpy as np
+    import onnxruntime as ort
+
+    images = np.load("images.npy")
+    for name in sys.argv[1:]:
+        session = ort.InferenceSession(name + ".onnx", providers=["CPUExecutionProvider"])
+        np.save(name + ".npy", session.run(None, {"images": images})[0])
+    for blocked in ("torch", "skpatch", "timm", "torchvision"):
+        assert sys.modules.get(blocked) is None, blocked
+    print("ok")
+    """
+)
+
+
+def _run_blocked(paths, images, folder):
+    """{name: first output} of each ONNX file, run in a subprocess without skpatch and torch."""
+    np.save(folder / "images.npy", images)
+    for name, path in paths.items():
+        os.link(path, folder / f"{name}.onnx")
     result = subprocess.run(
-        [sys.executable, "-c", script, *exported], cwd=tmp_path, capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": ""}, timeout=300,
+        [sys.executable, "-c", _BLOCKED_RUNNER, *paths], cwd=folder, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": ""}, timeout=600,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
-    for name, (est, _) in exported.items():
-        _assert_close(np.load(tmp_path / f"{name}.npy"), est.score_samples(X))
+    return {name: np.load(folder / f"{name}.npy") for name in paths}
 
 
 def test_float_input_float16_features_chunked_bank(data, tmp_path, monkeypatch):
@@ -213,3 +223,37 @@ def test_classifier_scores_with_onnxruntime_engine(exported, data):
     est = copy.deepcopy(reference)
     est.pipeline_[0].set_params(engine="onnxruntime")
     np.testing.assert_allclose(est.score_samples(X), reference.score_samples(X), rtol=RTOL)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(BOTTLE), reason="MVTec AD bottle data not available")
+def test_bottle_models_give_the_same_auroc_under_onnxruntime(tmp_path):
+    """Done-means of issue #13: bottle-fitted models, exported, run without skpatch/torch."""
+    from skpatch.datasets import load_mvtec
+    from skpatch.metrics import image_auroc
+
+    data = load_mvtec(BOTTLE)
+    images = np.stack([np.asarray(_read_rgb(path)) for path in data.test_images])
+    paths, expected = {}, {}
+    for cls in (SoftPatchClassifier, SoftPatchSegmenter):
+        est = cls(random_state=0).fit(data.train_images)
+        paths[cls.__name__] = str(tmp_path / f"bottle_{cls.__name__}.onnx")
+        est.export_onnx(paths[cls.__name__])
+        expected[cls.__name__] = est.score_samples(images)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    outputs = _run_blocked(paths, images, run_dir)
+    for name, scores in outputs.items():
+        _assert_close(scores, expected[name])
+        # Image score: higher = more normal; a segmenter's image score is its map's minimum.
+        onnx_scores = scores if scores.ndim == 1 else scores.min(axis=(1, 2))
+        ours = expected[name] if scores.ndim == 1 else expected[name].min(axis=(1, 2))
+        assert image_auroc(data.test_labels, -onnx_scores) == image_auroc(data.test_labels, -ours)
+
+
+def _read_rgb(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
