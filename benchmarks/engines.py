@@ -410,7 +410,12 @@ def main(argv=None):
     parser.add_argument("--output", default=None, help="also write the tables to this Markdown file")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
-    lines = [f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.threads} threads", ""]
+    load = os.getloadavg()[0]
+    lines = [
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.threads} threads; load average "
+        f"at start {load:.1f} (above the number of CPUs, other processes compete and every timing is noisy)",
+        "",
+    ]
     with tempfile.TemporaryDirectory() as workdir:
         if args.part in ("featurizer", "both"):
             lines += ["### Featurizer engines", ""] + featurizer_table(args, workdir) + [""]
