@@ -18,10 +18,14 @@ fitted model, the time spent per stage (decode, uint8 -> float, resize, CNN,
 feature pooling, nearest-neighbour search, other), and the exported ONNX
 graph (search by brute force inside the graph) run by onnxruntime.
 
+Part 3 (``--part fit``): a default classifier's fit on ``--n-fit`` (200)
+training files with ``featurizer__engine="torch"`` and ``"onnxruntime"``:
+the time inside the backbone and the non-backbone rest.
+
 Run from the repository root (the timings are only meaningful on a quiet
 machine)::
 
-    python benchmarks/engines.py                          # both parts
+    python benchmarks/engines.py                          # all three parts
     python benchmarks/engines.py --part featurizer --engines eager channels_last onnxruntime
     python benchmarks/engines.py --part scoring --n-score 1000
 
@@ -397,15 +401,56 @@ def scoring_table(args, workdir):
     return lines
 
 
+def fit_table(args, workdir):
+    """Non-backbone share of a default classifier's fit with each PatchFeaturizer engine."""
+    from skpatch import PatchFeaturizer, SoftPatchClassifier
+
+    torch.set_num_threads(args.threads)
+    train, _, source = scoring_files(1, workdir)
+    train = train[: args.n_fit]
+    lines = [
+        f"`SoftPatchClassifier(random_state=0).set_params(featurizer__engine=...).fit(paths)` on "
+        f"{len(train)} training PNG files of {source.split(' (')[0]}, {args.threads} threads. `backbone` = "
+        "time inside the CNN (torch: `_maps`; onnxruntime: the session run, which also pools the "
+        "features, plus its one-off export); `non-backbone` = the rest of the fit (decode, resize, "
+        "pooling for torch, denoise, coreset, in-sample scoring for `offset_`).",
+        "",
+        "| engine | fit s | backbone s | of which engine setup s | non-backbone s | non-backbone / backbone |",
+        "|---|---|---|---|---|---|",
+    ]
+    import skpatch._onnx as onnx_module
+
+    saved = PatchFeaturizer._maps, PatchFeaturizer._onnxruntime_features, onnx_module._feature_session
+    for engine in ("torch", "onnxruntime"):
+        timers = _Timers()
+        PatchFeaturizer._maps = timers.wrap("backbone", saved[0])
+        PatchFeaturizer._onnxruntime_features = timers.wrap("backbone", saved[1])
+        onnx_module._feature_session = timers.wrap("setup", saved[2])
+        try:
+            start = _clock()
+            SoftPatchClassifier(random_state=0).set_params(featurizer__engine=engine).fit(train)
+            total = _clock() - start
+        finally:
+            PatchFeaturizer._maps, PatchFeaturizer._onnxruntime_features, onnx_module._feature_session = saved
+        backbone, setup = timers.seconds["backbone"], timers.seconds.get("setup", 0.0)
+        lines.append(
+            f"| {engine} | {total:.1f} | {backbone:.1f} | {setup:.1f} | {total - backbone:.1f} | "
+            f"{(total - backbone) / backbone:.2f} |"
+        )
+        print(lines[-1], file=sys.stderr, flush=True)
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("featurizer", "scoring", "both"), default="both")
+    parser.add_argument("--part", choices=("featurizer", "scoring", "fit", "all"), default="all")
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n-images", type=int, default=64, help="images per featurizer timing (half for wide_resnet50_2)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes; the best is reported")
     parser.add_argument("--n-score", type=int, default=1000, help="images scored end to end")
+    parser.add_argument("--n-fit", type=int, default=200, help="training images for the fit part")
     parser.add_argument("--no-onnx-graph", dest="onnx_graph", action="store_false", help="skip the exported graph in part 2")
     parser.add_argument("--output", default=None, help="also write the tables to this Markdown file")
     args = parser.parse_args(argv)
@@ -417,10 +462,12 @@ def main(argv=None):
         "",
     ]
     with tempfile.TemporaryDirectory() as workdir:
-        if args.part in ("featurizer", "both"):
+        if args.part in ("featurizer", "all"):
             lines += ["### Featurizer engines", ""] + featurizer_table(args, workdir) + [""]
-        if args.part in ("scoring", "both"):
-            lines += ["### Scoring throughput", ""] + scoring_table(args, workdir)
+        if args.part in ("scoring", "all"):
+            lines += ["### Scoring throughput", ""] + scoring_table(args, workdir) + [""]
+        if args.part in ("fit", "all"):
+            lines += ["### Fit: non-backbone share", ""] + fit_table(args, workdir)
     text = "\n".join(lines)
     print(text)
     if args.output:

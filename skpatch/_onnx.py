@@ -348,7 +348,10 @@ def export_onnx(estimator, path, *, input_dtype="uint8"):
     under protobuf's 2 GiB limit (bank and backbone weights together).
     Scores match ``score_samples`` up to float32 rounding (1e-6 relative on
     the test images) unless two memory patches are equally near a test patch
-    within that rounding but carry different weights.
+    within that rounding but carry different weights: the graph takes the
+    nearest in exact arithmetic (the best 4 per chunk by the fast expansion
+    ``||m||^2 - 2 q.m``, re-ranked by direct distance), skpatch's search may
+    take the other, and the weighted distance differs by the weights' ratio.
 
     Examples
     --------
@@ -391,6 +394,19 @@ def export_onnx(estimator, path, *, input_dtype="uint8"):
     )
     onnx.save_model(model, path)
     return metadata
+
+
+def _summary(path, metadata):
+    """One line describing an exported file, for the command line."""
+    source = json.loads(metadata["skpatch.input"])
+    outputs = ", ".join(
+        f"{name} ({', '.join(str(d) for d in shape)})" for name, shape in json.loads(metadata["skpatch.outputs"]).items()
+    )
+    return (
+        f"wrote {path}: {metadata['skpatch.estimator']}; input {source['name']} {source['dtype']} "
+        f"({', '.join(str(d) for d in source['shape'])}) {source['layout']} {source['range']}; "
+        f"outputs {outputs}, higher = more normal; offset {metadata['skpatch.offset']}"
+    )
 
 
 def _export(module, example, output_names):
