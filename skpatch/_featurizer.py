@@ -71,9 +71,10 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
     engine : {"torch", "onnxruntime"}, default="torch"
         What runs the CNN and the feature pooling. ``"onnxruntime"`` exports
         them once (about a second, at the first ``transform``) and runs them
-        with onnxruntime (``pip install 'skpatch[export]'``): 3-5x faster on
-        CPU for EfficientNet-Lite0 (``benchmarks/engines.py``), features
-        equal to torch's within 1e-6 relative. The resize stays torch's.
+        with onnxruntime (``pip install 'skpatch[export]'``): 4-6x faster on
+        CPU for EfficientNet-Lite0 and about 2x for wide_resnet50_2
+        (``benchmarks/engines.py``), features equal to torch's within 1e-6
+        relative. The resize stays torch's.
 
     verbose : int, default=0
         Show a progress bar over batches when positive.

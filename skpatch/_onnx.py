@@ -215,6 +215,10 @@ def _feature_session(featurizer, n_threads):
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(n_threads)
     options.inter_op_num_threads = 1
+    # Idle onnxruntime threads would otherwise spin after each batch, taking
+    # the cores that decoding and the search need; a batch runs long enough
+    # for the wake-up to cost nothing.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
