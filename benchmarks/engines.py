@@ -3,7 +3,8 @@
 Part 1 (``--part featurizer``): images/s of ``PatchFeaturizer``'s forward pass
 (backbone stages + local aggregation + upsampling + channel pooling) at 224 px
 for EfficientNet-Lite0 and wide_resnet50_2 (random weights: same compute)
-with each engine: eager torch, eager + channels_last, ``torch.compile``,
+with each engine: eager torch (NCHW), eager + channels_last (what
+``PatchFeaturizer(engine="torch")`` runs), ``torch.compile``,
 onnxruntime and OpenVINO (the last two run the graph that ``skpatch._onnx``
 exports). For each: achieved GFLOP/s (backbone FLOPs counted by
 ``torch.utils.flop_counter.FlopCounterMode``) against a measured float32
@@ -66,17 +67,22 @@ def make_engine(name, featurizer, threads, workdir):
     """
     start = _clock()
     if name == "eager":
-        engine = featurizer._embed
-    elif name == "channels_last":
+        # Eager torch in the NCHW layout (PatchFeaturizer's torch engine before
+        # it moved to channels_last): the baseline.
         clone = copy.deepcopy(featurizer)
-        clone.backbone_ = clone.backbone_.to(memory_format=torch.channels_last)
-        maps = clone._maps
-        clone._maps = lambda batch: maps(batch.contiguous(memory_format=torch.channels_last))
+        clone.backbone_ = clone.backbone_.to(memory_format=torch.contiguous_format)
+        mean, std = torch.tensor(clone.mean_).view(1, 3, 1, 1), torch.tensor(clone.std_).view(1, 3, 1, 1)
+        clone._maps = lambda batch: clone.backbone_.forward_intermediates(
+            ((batch - mean) / std).contiguous(), indices=list(clone.stages_), intermediates_only=True
+        )
 
         def engine(batch):
             return clone._embed(batch)
 
         engine.featurizer = clone
+    elif name == "channels_last":
+        # PatchFeaturizer(engine="torch") as it is: channels_last.
+        engine = featurizer._embed
     elif name == "compile":
         from skpatch._onnx import _FeatureGraph
 

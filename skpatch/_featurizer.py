@@ -177,7 +177,9 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         self.stages_ = tuple(int(s) for s in self.stages)
         self._check_stages(model)
         model.prune_intermediate_layers(indices=list(self.stages_), prune_head=True, prune_norm=True)
-        self.backbone_ = model.eval().requires_grad_(False)
+        # channels_last: 1.3-1.45x faster on CPU for both default and paper
+        # backbones, features within 6e-7 (benchmarks/engines.py).
+        self.backbone_ = model.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         self.mean_ = tuple(float(v) for v in model.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std_ = tuple(float(v) for v in model.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))
         self.n_features_out_ = int(self.embed_dim)
@@ -271,7 +273,8 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         mean = torch.tensor(self.mean_).view(1, 3, 1, 1)
         std = torch.tensor(self.std_).view(1, 3, 1, 1)
         return self.backbone_.forward_intermediates(
-            (batch - mean) / std, indices=list(self.stages_), intermediates_only=True
+            ((batch - mean) / std).contiguous(memory_format=torch.channels_last),
+            indices=list(self.stages_), intermediates_only=True,
         )
 
     def _image_size(self):
