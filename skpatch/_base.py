@@ -215,6 +215,28 @@ class BaseSoftPatch(BaseEstimator):
             threshold = np.percentile(train_scores, 100.0 * (1.0 - self.contamination))
         return -float(threshold)
 
+    def export_onnx(self, path, *, input_dtype="uint8"):
+        """Write the fitted model as one ONNX graph: images in, scores out.
+
+        See :func:`skpatch.export_onnx` for the input contract and the outputs.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The ``.onnx`` file to write.
+        input_dtype : {"uint8", "float32"}, default="uint8"
+            uint8 images in 0..255 of shape ``(n, H, W, 3)`` at the training
+            size ``image_size_``, or float32 in [0, 1].
+
+        Returns
+        -------
+        metadata : dict of str to str
+            The metadata stored in the file.
+        """
+        from ._onnx import export_onnx
+
+        return export_onnx(self, path, input_dtype=input_dtype)
+
     @property
     def named_steps(self):
         """The fitted pipeline's steps, by name."""

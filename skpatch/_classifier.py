@@ -1,6 +1,7 @@
 """Image-level anomaly classification: is this image defective?"""
 
 import numpy as np
+import torch
 from sklearn.base import OutlierMixin, _fit_context
 from sklearn.utils.validation import check_is_fitted
 
@@ -143,7 +144,7 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
         self : SoftPatchClassifier
         """
         features = self._fit_pipeline(X)
-        self.train_scores_ = -self._train_patch_anomaly(features).max(axis=(1, 2))
+        self.train_scores_ = -self._image_anomaly(self._train_patch_anomaly(features))
         self.offset_ = self._offset(-self.train_scores_)
         return self
 
@@ -186,7 +187,19 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
             weight)``.
         """
         check_is_fitted(self, "pipeline_")
-        return -self._patch_anomaly(check_images(X)).max(axis=(1, 2))
+        return -self._image_anomaly(self._patch_anomaly(check_images(X)))
+
+    def _image_scores_from_patch_map(self, patch_maps):
+        """Image anomaly scores (n,) from patch anomaly maps (n, h, w), torch tensors.
+
+        The one definition of the image aggregate: :meth:`score_samples`,
+        :meth:`fit` (``offset_``) and the ONNX export (which traces it) all
+        go through it, so it must stay traceable torch code.
+        """
+        return patch_maps.amax(dim=(1, 2))
+
+    def _image_anomaly(self, patch_maps):
+        return self._image_scores_from_patch_map(torch.from_numpy(patch_maps)).numpy()
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for predicted anomalies.
