@@ -58,6 +58,7 @@ class BaseSoftPatch(BaseEstimator):
         "cache": [None, str, HasMethods(["cache"])],
         "random_state": ["random_state"],
         "n_jobs": [Integral, None],
+        "device": [str],
         "verbose": ["verbose"],
     }
 
@@ -74,6 +75,7 @@ class BaseSoftPatch(BaseEstimator):
         cache=None,
         random_state=None,
         n_jobs=None,
+        device="auto",
         verbose=0,
     ):
         self.featurizer = featurizer
@@ -83,6 +85,7 @@ class BaseSoftPatch(BaseEstimator):
         self.cache = cache
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.device = device
         self.verbose = verbose
 
     # -- parameters ---------------------------------------------------------
@@ -139,6 +142,8 @@ class BaseSoftPatch(BaseEstimator):
         update = {k: v for k, v in shared.items() if k in params and params[k] is None and v is not None}
         if "verbose" in params and not params["verbose"] and self.verbose:
             update["verbose"] = self.verbose
+        if params.get("device") == "auto" and self.device != "auto":
+            update["device"] = self.device
         step.set_params(**update)
 
     def _fit_pipeline(self, X):

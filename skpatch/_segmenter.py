@@ -46,7 +46,7 @@ class SoftPatchSegmenter(BaseSoftPatch):
         ``"auto"`` is the training median plus three robust standard
         deviations of the in-sample pixel scores.
 
-    cache, random_state, n_jobs, verbose
+    cache, random_state, n_jobs, device, verbose
         As in :class:`SoftPatchClassifier`.
 
     Attributes
@@ -99,11 +99,12 @@ class SoftPatchSegmenter(BaseSoftPatch):
         cache=None,
         random_state=None,
         n_jobs=None,
+        device="auto",
         verbose=0,
     ):
         super().__init__(
             featurizer, denoise, memory, contamination=contamination, cache=cache,
-            random_state=random_state, n_jobs=n_jobs, verbose=verbose,
+            random_state=random_state, n_jobs=n_jobs, device=device, verbose=verbose,
         )
         self.sigma = sigma
 
