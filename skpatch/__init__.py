@@ -14,9 +14,11 @@ from ._coreset import WeightedCoreset
 from ._discriminator import NoiseDiscriminator
 from ._featurizer import PatchFeaturizer
 from ._patches import WeightedPatches
+from ._persist import ModelFileError, load
 from ._segmenter import SoftPatchSegmenter
 
 __all__ = [
+    "ModelFileError",
     "NoiseDiscriminator",
     "PatchFeaturizer",
     "SoftPatchClassifier",
@@ -24,4 +26,5 @@ __all__ = [
     "WeightedCoreset",
     "WeightedPatches",
     "WeightsUnavailableError",
+    "load",
 ]

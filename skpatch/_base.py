@@ -209,6 +209,33 @@ class BaseSoftPatch(BaseEstimator):
             threshold = np.percentile(train_scores, 100.0 * (1.0 - self.contamination))
         return -float(threshold)
 
+    def save(self, path, *, bank_dtype="float32"):
+        """Write the fitted model to a file that cannot run code when loaded.
+
+        Read it back with :func:`skpatch.load`. The file holds arrays in
+        ``.npy`` form (no pickle) and parameters in JSON, plus the format
+        version, the skpatch version, the featurizer's name and the SHA-256
+        of its weights and of every array; loading checks all of them.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write (conventionally ``*.skpatch``).
+        bank_dtype : {"float32", "float16"}, default="float32"
+            Storage type of the memory bank. ``"float16"`` halves its size;
+            the loaded model then scores with the rounded bank (no longer
+            bit-identical to the saved one).
+
+        Raises
+        ------
+        skpatch.ModelFileError
+            If a parameter or fitted attribute has a type the format cannot
+            store (the message names it).
+        """
+        from ._persist import save
+
+        save(self, path, bank_dtype=bank_dtype)
+
     @property
     def named_steps(self):
         """The fitted pipeline's steps, by name."""
