@@ -289,12 +289,13 @@ def _score_stream(estimator, items, *, batch_size, workers, need_maps, bar):
 
     ``result`` holds the image's ``score`` (anomaly score, higher = more
     anomalous), ``anomalous`` and, when ``need_maps`` or for a segmenter,
-    its anomaly ``map`` and predicted ``mask``. At most about two chunks of
-    ``batch_size`` images are in memory at any time.
+    its anomaly ``map`` and predicted ``mask``.
     """
     from ._prefetch import prefetch_map
 
-    images = prefetch_map(_read_image, items, n_workers=workers, ahead=2 * batch_size if workers else 0)
+    # The next chunk is decoded while this one is scored: at most two
+    # chunks of decoded images are in memory.
+    images = prefetch_map(_read_image, items, n_workers=workers, ahead=batch_size if workers else 0)
     pairs = zip(items, images)
     while True:
         chunk = list(islice(pairs, batch_size))
@@ -377,6 +378,9 @@ def _run_fit(args):
     from ._classifier import SoftPatchClassifier
     from ._segmenter import SoftPatchSegmenter
 
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        raise CommandError(f"cannot write {args.output!r}: the folder {folder!r} does not exist.")
     items = collect_images(args.train)
     cls = SoftPatchSegmenter if args.segment else SoftPatchClassifier
     estimator = cls(random_state=args.seed, device=args.device, n_jobs=args.n_jobs)
@@ -533,14 +537,17 @@ def _write_overlay(path, image, result, threshold):
     from .plotting import plot_anomaly_map
 
     height, width = image.shape[:2]
-    fig = Figure(figsize=(width / 100, height / 100 + 0.3), dpi=100)
-    ax = fig.add_axes((0, 0, 1, height / (height + 30)))
+    # Small images are drawn at 256 pixels wide or more, so the title fits.
+    scale = max(1.0, 256 / width)
+    title = 32  # pixels for two lines of text
+    fig = Figure(figsize=(scale * width / 100, (scale * height + title) / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, scale * height / (scale * height + title)))
     # The scale is fixed at [0, 2 x threshold]: the decision threshold sits
     # in its middle, so colours mean the same in every overlay.
     plot_anomaly_map(image, result["map"], mask=result["mask"], ax=ax, vmin=0.0, vmax=2 * threshold)
     ax.axis("off")
     label = "anomalous" if result["anomalous"] else "normal"
-    fig.suptitle(f"{label}  score {result['score']:.3g} (threshold {threshold:.3g})", fontsize=8, y=1.0, va="top")
+    fig.suptitle(f"{label}\nscore {result['score']:.3g} (threshold {threshold:.3g})", fontsize=8, y=1.0, va="top")
     fig.savefig(path)
 
 

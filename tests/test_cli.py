@@ -108,6 +108,9 @@ def test_fit_bad_parameter_is_one_line(mvtec, tmp_path, capsys):
     assert code == EXIT_ERROR
     assert err.startswith("skpatch fit: error: ") and "lof_k" in err and err.count("\n") == 1
     assert "Traceback" not in err and not (tmp_path / "m").exists()
+    # An output folder that does not exist is reported before the fit.
+    code = main(["fit", str(mvtec / "train" / "good"), "-o", str(tmp_path / "no" / "m.skpatch"), "-q"])
+    assert code == EXIT_ERROR and "does not exist" in capsys.readouterr().err
 
 
 # -- score ----------------------------------------------------------------------
