@@ -24,6 +24,7 @@ from itertools import islice
 import numpy as np
 
 from ._persist import ModelFileError
+from .datasets._mvtec import IMAGE_EXTENSIONS
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -40,7 +41,6 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_MISSING_DEPENDENCY}    an optional dependency is missing (matplotlib for --overlays)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
 
-IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff")
 _LIST_EXTENSIONS = (".txt", ".lst")
 
 
@@ -271,19 +271,6 @@ def _is_segmenter(estimator):
 # -- scoring a stream of images -------------------------------------------------
 
 
-def _read_image(item):
-    """One image file as an array, exactly as the estimators read a path."""
-    from PIL import Image
-
-    from ._images import _pil_to_array
-
-    try:
-        with Image.open(item.path) as image:
-            return _pil_to_array(image)
-    except (OSError, ValueError) as exc:
-        raise CommandError(f"cannot read image {item.path!r}: {exc}") from None
-
-
 def _score_stream(estimator, items, *, batch_size, workers, need_maps, bar):
     """Yield ``(item, image, result)`` per image, reading ahead in threads.
 
@@ -291,11 +278,16 @@ def _score_stream(estimator, items, *, batch_size, workers, need_maps, bar):
     anomalous), ``anomalous`` and, when ``need_maps`` or for a segmenter,
     its anomaly ``map`` and predicted ``mask``.
     """
+    from ._images import _load_item
     from ._prefetch import prefetch_map
 
     # The next chunk is decoded while this one is scored: at most two
-    # chunks of decoded images are in memory.
-    images = prefetch_map(_read_image, items, n_workers=workers, ahead=batch_size if workers else 0)
+    # chunks of decoded images are in memory. Images are read as the
+    # estimators read a path.
+    images = prefetch_map(
+        lambda pair: _load_item(pair[1].path, pair[0]), enumerate(items),
+        n_workers=workers, ahead=batch_size if workers else 0,
+    )
     pairs = zip(items, images)
     while True:
         chunk = list(islice(pairs, batch_size))
@@ -321,7 +313,6 @@ def _same_size_runs(chunk):
 
 def _score_group(estimator, images, need_maps):
     """Per-image results for images of one size (one pass of the CNN)."""
-    threshold = -estimator.offset_
     if _is_segmenter(estimator):
         normal = estimator.score_samples(images)
         masks = normal - estimator.offset_ < 0  # SoftPatchSegmenter.predict
@@ -333,7 +324,7 @@ def _score_group(estimator, images, need_maps):
             patch_maps = estimator._patch_anomaly(images)
             scores = patch_maps.max(axis=(1, 2))  # -score_samples
             maps = _upsample(patch_maps, images[0].shape[:2])
-            masks = maps > threshold
+            masks = maps > -estimator.offset_
         else:
             scores = -estimator.score_samples(images)
             maps = masks = [None] * len(images)
