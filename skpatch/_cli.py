@@ -425,7 +425,7 @@ def _add_score_arguments(parser):
     parser.add_argument("--map-format", choices=["png", "npy"], default="png", help="maps as 8-bit PNG, 128 = the decision threshold, or as float32 .npy (default: %(default)s)")
     parser.add_argument("--overlays", action="store_true", help="write DIR/overlays/: heat map over the image, outline of the predicted defect (needs matplotlib)")
     parser.add_argument("--masks", action="store_true", help="write predicted defect masks to DIR/masks/ (PNG, 255 = defect)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images scored per pass; bounds memory (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images scored per pass; bounds memory (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="threads decoding the next images while the CNN runs; 0 decodes in turn (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="'auto' (default), 'cpu', 'cuda', 'cuda:N' or 'mps'")
 
@@ -549,7 +549,7 @@ def _add_evaluate_arguments(parser):
     parser.add_argument("model", metavar="MODEL", help="model file")
     parser.add_argument("data", metavar="MVTEC_DIR", help="data set root in the MVTec AD layout (test/<type>/, optional ground_truth/)")
     parser.add_argument("--json", default="evaluation.json", metavar="FILE", help="JSON file to write (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images scored per pass (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images scored per pass (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="image decoding threads (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="'auto' (default), 'cpu', 'cuda', 'cuda:N' or 'mps'")
 
