@@ -396,6 +396,9 @@ def _read(path):
         raise ModelFileError(msg) from None
     except (OSError, EOFError) as exc:
         raise ModelFileError(f"Cannot read model file {path!r}: it is truncated or damaged ({exc}).") from None
+    except (KeyError, TypeError, AttributeError) as exc:
+        # Only a file edited by hand (with its hashes rewritten) gets here.
+        raise ModelFileError(f"{path!r} is damaged: its metadata is malformed ({type(exc).__name__}: {exc}).") from None
     return metadata, tree, arrays
 
 

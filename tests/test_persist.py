@@ -413,6 +413,22 @@ def test_not_a_model_file_is_refused(tmp_path):
         skpatch.load(path)
 
 
+def test_malformed_metadata_or_tree_is_refused(saved):
+    data = saved.read_bytes()
+
+    def bad_array_record(document):
+        document["metadata"]["arrays"] = {name: 5 for name in document["metadata"]["arrays"]}
+
+    def bad_tree(document):
+        document["tree"]["params"] = [1, 2]
+
+    for edit in (bad_array_record, bad_tree):
+        saved.write_bytes(data)
+        _edit_document(saved, edit)
+        with pytest.raises(ModelFileError, match="malformed"):
+            skpatch.load(saved)
+
+
 def test_model_file_error_is_a_value_error():
     assert issubclass(ModelFileError, ValueError)
 
