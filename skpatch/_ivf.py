@@ -51,9 +51,7 @@ def build_ivf(bank, n_lists, rng):
         # Empty lists keep their previous centroid.
         centroids[filled] = sums[filled] / counts[filled, None]
     assignment = _nearest_centroid(bank, centroids)
-    radii = torch.zeros(n_lists, dtype=bank.dtype)
-    radii.scatter_reduce_(0, assignment, (bank - centroids[assignment]).norm(dim=1), "amax")
-    return centroids, assignment, radii
+    return centroids, assignment, _radii(bank, centroids, assignment)
 
 
 def list_radii(bank, centroids, offsets):
@@ -65,9 +63,14 @@ def list_radii(bank, centroids, offsets):
     bank, centroids = torch.from_numpy(np.asarray(bank)), torch.from_numpy(np.asarray(centroids))
     counts = torch.from_numpy(np.diff(np.asarray(offsets)))
     assignment = torch.repeat_interleave(torch.arange(len(centroids)), counts)
+    return _radii(bank, centroids, assignment).numpy()
+
+
+def _radii(bank, centroids, assignment):
+    """Largest distance of each list's rows to its centroid (0 for an empty list)."""
     radii = torch.zeros(len(centroids), dtype=bank.dtype)
     radii.scatter_reduce_(0, assignment, (bank - centroids[assignment]).norm(dim=1), "amax")
-    return radii.numpy()
+    return radii
 
 
 def _nearest_centroid(points, centroids):
