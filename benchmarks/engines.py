@@ -72,17 +72,18 @@ def make_engine(name, featurizer, threads, workdir):
         clone = copy.deepcopy(featurizer)
         clone.backbone_ = clone.backbone_.to(memory_format=torch.contiguous_format)
         mean, std = torch.tensor(clone.mean_).view(1, 3, 1, 1), torch.tensor(clone.std_).view(1, 3, 1, 1)
-        clone._maps = lambda batch: clone.backbone_.forward_intermediates(
+        clone._maps = lambda batch, model: model.forward_intermediates(
             ((batch - mean) / std).contiguous(), indices=list(clone.stages_), intermediates_only=True
         )
 
         def engine(batch):
-            return clone._embed(batch)
+            return clone._embed(batch, clone.backbone_)
 
         engine.featurizer = clone
     elif name == "channels_last":
         # PatchFeaturizer(engine="torch") as it is: channels_last.
-        engine = featurizer._embed
+        def engine(batch):
+            return featurizer._embed(batch, featurizer.backbone_)
     elif name == "compile":
         from skpatch._onnx import _FeatureGraph
 
@@ -166,7 +167,7 @@ def backbone_gflops(featurizer):
 
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
-        featurizer._maps(torch.zeros((1, 3, *featurizer._image_size())))
+        featurizer._maps(torch.zeros((1, 3, *featurizer._image_size())), featurizer.backbone_)
     return counter.get_total_flops() / 1e9
 
 
@@ -293,7 +294,8 @@ def score_with_stages(clf, paths, engine):
     featurizer_module.F = functional
     own_maps = cnn_owner.__dict__.get("_maps")
     cnn_owner._maps = timers.wrap("CNN", cnn_owner._maps)
-    featurizer._embed = timers.wrap("embed", engine)
+    # transform calls _embed(batch, model); the engines take the batch only.
+    featurizer._embed = timers.wrap("embed", lambda batch, model: engine(batch))
     coreset.score_samples = timers.wrap("search", coreset.score_samples)
     try:
         start = _clock()

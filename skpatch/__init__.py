@@ -15,9 +15,11 @@ from ._discriminator import NoiseDiscriminator
 from ._featurizer import PatchFeaturizer
 from ._onnx import export_onnx
 from ._patches import WeightedPatches
+from ._persist import ModelFileError, load
 from ._segmenter import SoftPatchSegmenter
 
 __all__ = [
+    "ModelFileError",
     "NoiseDiscriminator",
     "PatchFeaturizer",
     "SoftPatchClassifier",
@@ -26,4 +28,5 @@ __all__ = [
     "WeightedPatches",
     "WeightsUnavailableError",
     "export_onnx",
+    "load",
 ]

@@ -49,6 +49,7 @@ class BaseSoftPatch(BaseEstimator):
         "cache": [None, str, HasMethods(["cache"])],
         "random_state": ["random_state"],
         "n_jobs": [Integral, None],
+        "device": [str],
         "verbose": ["verbose"],
     }
 
@@ -65,6 +66,7 @@ class BaseSoftPatch(BaseEstimator):
         cache=None,
         random_state=None,
         n_jobs=None,
+        device="auto",
         verbose=0,
     ):
         self.featurizer = featurizer
@@ -74,6 +76,7 @@ class BaseSoftPatch(BaseEstimator):
         self.cache = cache
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.device = device
         self.verbose = verbose
 
     # -- parameters ---------------------------------------------------------
@@ -130,6 +133,8 @@ class BaseSoftPatch(BaseEstimator):
         update = {k: v for k, v in shared.items() if k in params and params[k] is None and v is not None}
         if "verbose" in params and not params["verbose"] and self.verbose:
             update["verbose"] = self.verbose
+        if params.get("device") == "auto" and self.device != "auto":
+            update["device"] = self.device
         step.set_params(**update)
 
     def _fit_pipeline(self, X):
@@ -236,6 +241,33 @@ class BaseSoftPatch(BaseEstimator):
         from ._onnx import export_onnx
 
         return export_onnx(self, path, input_dtype=input_dtype)
+
+    def save(self, path, *, bank_dtype="float32"):
+        """Write the fitted model to a file that cannot run code when loaded.
+
+        Read it back with :func:`skpatch.load`. The file holds arrays in
+        ``.npy`` form (no pickle) and parameters in JSON, plus the format
+        version, the skpatch version, the featurizer's name and the SHA-256
+        of its weights and of every array; loading checks all of them.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write (conventionally ``*.skpatch``).
+        bank_dtype : {"float32", "float16"}, default="float32"
+            Storage type of the memory bank. ``"float16"`` halves its size;
+            the loaded model then scores with the rounded bank (no longer
+            bit-identical to the saved one).
+
+        Raises
+        ------
+        skpatch.ModelFileError
+            If a parameter or fitted attribute has a type the format cannot
+            store (the message names it).
+        """
+        from ._persist import save
+
+        save(self, path, bank_dtype=bank_dtype)
 
     @property
     def named_steps(self):

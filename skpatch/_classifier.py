@@ -63,6 +63,13 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
     n_jobs : int, default=None
         Torch threads, passed to the steps whose own ``n_jobs`` is None.
 
+    device : str, default="auto"
+        Where the CNN and the memory-bank search run: ``"auto"`` (CUDA if
+        available, then Apple's MPS, else the CPU), ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"`` or ``"mps"``; passed to the steps whose own ``device``
+        is ``"auto"``. Fitted state stays on the CPU, so a model fitted on a
+        GPU is saved, loaded and scored anywhere.
+
     verbose : int, default=0
         Progress bars for featurization and coreset selection when positive.
 

@@ -11,6 +11,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._device import resolve_device
 from ._ivf import InvertedLists, build_ivf, default_n_lists
 from ._kcenter import greedy_kcenter
 from ._patches import check_n_features, check_patch_features
@@ -78,6 +79,14 @@ class WeightedCoreset(BaseEstimator):
 
     n_jobs : int, default=None
         Torch threads; ``None`` keeps torch's setting, -1 uses all cores.
+
+    device : str, default="auto"
+        Where the nearest-neighbour search runs (``"exact"``, ``"brute"``
+        and ``"ivf"``; pynndescent runs on the CPU): ``"auto"`` (CUDA if
+        available, then Apple's MPS, else the CPU), ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"`` or ``"mps"``. The selection and the fitted attributes
+        stay on the CPU (numpy); the bank is copied to the device for each
+        search.
 
     verbose : int, default=0
         Show a progress bar during selection when positive.
@@ -151,6 +160,7 @@ class WeightedCoreset(BaseEstimator):
         "n_probe": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "n_jobs": [Integral, None],
+        "device": [str],
         "verbose": ["verbose"],
     }
 
@@ -164,6 +174,7 @@ class WeightedCoreset(BaseEstimator):
         n_probe=2,
         random_state=None,
         n_jobs=None,
+        device="auto",
         verbose=0,
     ):
         self.sampling_ratio = sampling_ratio
@@ -173,6 +184,7 @@ class WeightedCoreset(BaseEstimator):
         self.n_probe = n_probe
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.device = device
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -263,11 +275,14 @@ class WeightedCoreset(BaseEstimator):
         features = check_n_features(self, X)
         queries = features.reshape(-1, features.shape[2])
         exclude = np.repeat(np.asarray(images, dtype=np.int64), features.shape[1])
+        device = resolve_device(self.device)
         with torch_threads(self.n_jobs):
             if self.search in ("exact", "ivf"):
-                distance, nearest = self._ivf_nearest(queries, self.search == "exact", exclude)
+                distance, nearest = self._ivf_nearest(queries, self.search == "exact", device, exclude)
             else:
-                distance, nearest = _exact_nearest(queries, self.memory_bank_, exclude, self.memory_images_)
+                distance, nearest = _exact_nearest(
+                    queries, self.memory_bank_, device, exclude, self.memory_images_
+                )
         scores = -(distance * self.memory_weights_[nearest])
         scores[np.isinf(distance)] = -np.inf
         return scores.reshape(features.shape[:2])
@@ -285,6 +300,7 @@ class WeightedCoreset(BaseEstimator):
         index : ndarray of shape (n_queries,), int64
         """
         check_is_fitted(self, "memory_bank_")
+        device = resolve_device(self.device)
         if self.search == "pynndescent":
             # Asking for several neighbours widens the graph search: with k=1
             # pynndescent misses the true nearest patch far more often.
@@ -292,8 +308,8 @@ class WeightedCoreset(BaseEstimator):
             index, distance = self.index_.query(np.asarray(patches, dtype=np.float32), k=k)
             return distance[:, 0].astype(np.float32), index[:, 0].astype(np.int64)
         if self.search in ("exact", "ivf"):
-            return self._ivf_nearest(patches, exact=self.search == "exact")
-        return _exact_nearest(patches, self.memory_bank_)
+            return self._ivf_nearest(patches, exact=self.search == "exact", device=device)
+        return _exact_nearest(patches, self.memory_bank_, device)
 
     def _build_inverted_file(self, rng):
         """Cluster the bank into lists and regroup its rows list by list."""
@@ -308,11 +324,11 @@ class WeightedCoreset(BaseEstimator):
         self.ivf_offsets_ = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.ivf_centroids_, self.ivf_radii_ = centroids.numpy(), radii.numpy()
 
-    def _ivf_nearest(self, patches, exact, exclude=None):
-        groups = None if exclude is None else torch.from_numpy(self.memory_images_)
+    def _ivf_nearest(self, patches, exact, device, exclude=None):
+        groups = None if exclude is None else torch.from_numpy(self.memory_images_).to(device)
         lists = InvertedLists(
-            torch.from_numpy(self.memory_bank_), torch.from_numpy(self.ivf_centroids_),
-            torch.from_numpy(self.ivf_radii_), self.ivf_offsets_, groups,
+            torch.from_numpy(self.memory_bank_).to(device), torch.from_numpy(self.ivf_centroids_).to(device),
+            torch.from_numpy(self.ivf_radii_).to(device), self.ivf_offsets_, groups,
         )
         distance = np.empty(len(patches), dtype=np.float32)
         index = np.empty(len(patches), dtype=np.int64)
@@ -320,10 +336,10 @@ class WeightedCoreset(BaseEstimator):
         # the per-list products.
         step = _rows_per_chunk(4 * len(self.ivf_centroids_) + 4 * self.memory_bank_.shape[1])
         for start in range(0, len(patches), step):
-            q = torch.from_numpy(np.asarray(patches[start : start + step], dtype=np.float32))
-            own = None if exclude is None else torch.from_numpy(exclude[start : start + step])
+            q = torch.from_numpy(np.asarray(patches[start : start + step], dtype=np.float32)).to(device)
+            own = None if exclude is None else torch.from_numpy(exclude[start : start + step]).to(device)
             d, i = lists.search(q, self.n_probe, exact=exact, exclude=own)
-            distance[start : start + step], index[start : start + step] = d.numpy(), i.numpy()
+            distance[start : start + step], index[start : start + step] = d.cpu().numpy(), i.cpu().numpy()
         return distance, index
 
     def _project(self, flat, candidates, rng):
@@ -377,31 +393,31 @@ def _rows_per_chunk(row_floats):
     return max(1, int(budget // (4 * row_floats)))
 
 
-def _exact_nearest(queries, bank, exclude=None, groups=None):
+def _exact_nearest(queries, bank, device="cpu", exclude=None, groups=None):
     """Exact nearest neighbour by chunked matrix products; O(chunk x bank) memory.
 
     With ``exclude`` (one group per query) and ``groups`` (one per bank row),
     rows of the query's own group are skipped; a query with no other row
     gets distance ``inf``.
     """
-    bank_t = torch.from_numpy(bank)
-    groups_t = None if groups is None else torch.from_numpy(np.asarray(groups, dtype=np.int64))
+    bank_t = torch.from_numpy(bank).to(device)
+    groups_t = None if groups is None else torch.from_numpy(np.asarray(groups, dtype=np.int64)).to(device)
     bank_norms = bank_t.square().sum(1)
     n = queries.shape[0]
     distance = np.empty(n, dtype=np.float32)
     index = np.empty(n, dtype=np.int64)
     step = _rows_per_chunk(2 * bank.shape[0] + bank.shape[1])
     for start in range(0, n, step):
-        q = torch.from_numpy(np.asarray(queries[start : start + step], dtype=np.float32))
+        q = torch.from_numpy(np.asarray(queries[start : start + step], dtype=np.float32)).to(device)
         # ||q - m||^2 = ||q||^2 - 2 q.m + ||m||^2; the ||q||^2 term does not move the argmin.
         partial = torch.addmm(bank_norms, q, bank_t.T, beta=1.0, alpha=-2.0)
         if exclude is not None:
-            own = torch.from_numpy(np.asarray(exclude[start : start + step], dtype=np.int64))
+            own = torch.from_numpy(np.asarray(exclude[start : start + step], dtype=np.int64)).to(device)
             partial.masked_fill_(own[:, None] == groups_t[None, :], float("inf"))
         best, arg = partial.min(1)
         # Recompute the winning distance directly: the expansion above loses
         # precision for near-duplicates (distances close to 0).
         exact = (q - bank_t[arg]).norm(dim=1)
-        distance[start : start + step] = torch.where(torch.isinf(best), best, exact).numpy()
-        index[start : start + step] = arg.numpy()
+        distance[start : start + step] = torch.where(torch.isinf(best), best, exact).cpu().numpy()
+        index[start : start + step] = arg.cpu().numpy()
     return distance, index

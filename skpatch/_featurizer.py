@@ -1,5 +1,6 @@
 """Locally aware patch features from an ImageNet-pretrained CNN."""
 
+import copy
 import os
 from numbers import Integral
 
@@ -11,9 +12,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import DEFAULT_BACKBONE, build_backbone
+from ._device import DEVICE_HELP, resolve_device
 from ._images import check_images
-from ._threads import torch_threads
+from ._prefetch import prefetch_map
 from ._progress import progress
+from ._threads import torch_threads
 
 
 class PatchFeaturizer(TransformerMixin, BaseEstimator):
@@ -60,6 +63,14 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         Images per forward pass. Images given as file paths are read one batch
         at a time, so memory does not grow with the number of images.
 
+    decode_workers : int, default=2
+        Threads that read and decode image files (or PIL images) ahead of
+        the CNN: while one batch goes through the network, the next
+        ``decode_workers`` batches are being decoded. At most that many
+        batches wait in memory; the output and its order do not change.
+        0 reads each batch in the calling thread when it is needed. Arrays
+        are not decoded, so this does not apply to them.
+
     feature_dtype : {"float32", "float16"}, default="float32"
         Storage type of the returned features. ``"float16"`` halves memory;
         all distances downstream are still computed in float32.
@@ -75,6 +86,12 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         CPU for EfficientNet-Lite0 and about 2x for wide_resnet50_2
         (``benchmarks/engines.py``), features equal to torch's within 1e-6
         relative. The resize stays torch's.
+    device : str, default="auto"
+        Where the CNN runs: ``"auto"`` (CUDA if available, then Apple's MPS,
+        else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``. A
+        device that this machine lacks raises a ``ValueError``. The fitted
+        :attr:`backbone_` stays on the CPU; a copy runs on the device during
+        :meth:`transform`, and the features come back as a numpy array.
 
     verbose : int, default=0
         Show a progress bar over batches when positive.
@@ -82,7 +99,8 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     backbone_ : torch.nn.Module
-        The CNN truncated after the last requested stage, in eval mode.
+        The CNN truncated after the last requested stage, in eval mode, on
+        the CPU whatever ``device`` is.
 
     feature_shape_ : tuple of (int, int)
         The patch grid ``(h, w)``.
@@ -122,8 +140,10 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         "embed_dim": [Interval(Integral, 1, None, closed="left")],
         "patch_size": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "decode_workers": [Interval(Integral, 0, None, closed="left")],
         "feature_dtype": [StrOptions({"float32", "float16"})],
         "n_jobs": [Integral, None],
+        "device": [str],
         "verbose": ["verbose"],
         "engine": [StrOptions({"torch", "onnxruntime"})],
     }
@@ -138,8 +158,10 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         embed_dim=256,
         patch_size=3,
         batch_size=16,
+        decode_workers=2,
         feature_dtype="float32",
         n_jobs=None,
+        device="auto",
         verbose=0,
         engine="torch",
     ):
@@ -150,8 +172,10 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         self.embed_dim = embed_dim
         self.patch_size = patch_size
         self.batch_size = batch_size
+        self.decode_workers = decode_workers
         self.feature_dtype = feature_dtype
         self.n_jobs = n_jobs
+        self.device = device
         self.verbose = verbose
         self.engine = engine
 
@@ -173,21 +197,30 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         self._validate_params()
         check_images(X)
         self._check_settings()
-        model = build_backbone(self.backbone, self.weights)
+        resolve_device(self.device)
         self.stages_ = tuple(int(s) for s in self.stages)
-        self._check_stages(model)
-        model.prune_intermediate_layers(indices=list(self.stages_), prune_head=True, prune_norm=True)
-        # channels_last: 1.3-1.45x faster on CPU for both default and paper
-        # backbones, features within 6e-7 (benchmarks/engines.py).
-        self.backbone_ = model.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+        model = self._build_backbone(build_backbone(self.backbone, self.weights))
+        self.backbone_ = model
         self.mean_ = tuple(float(v) for v in model.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std_ = tuple(float(v) for v in model.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))
         self.n_features_out_ = int(self.embed_dim)
         # The grid depends on the backbone's padding rules: measure it once.
         with torch.inference_mode():
-            probe = self._maps(torch.zeros((1, 3, *self._image_size())))
+            probe = self._maps(torch.zeros((1, 3, *self._image_size())), model)
         self.feature_shape_ = tuple(int(v) for v in probe[0].shape[-2:])
         return self
+
+    def _build_backbone(self, model):
+        """Truncate ``model`` after the last of ``stages_``: the fitted ``backbone_``.
+
+        Also used by :func:`skpatch.load`, which rebuilds the backbone from
+        its name and then checks or loads its weights.
+        """
+        self._check_stages(model)
+        model.prune_intermediate_layers(indices=list(self.stages_), prune_head=True, prune_norm=True)
+        # channels_last: 1.3-1.45x faster on CPU for both default and paper
+        # backbones, features within 6e-7 (benchmarks/engines.py).
+        return model.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
     def fit_transform(self, X, y=None):
         """Fit, then return the patch features of ``X`` (a single pass)."""
@@ -210,32 +243,54 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "backbone_")
         images = check_images(X)
+        device = self._device()
         out = np.empty(
             (len(images), self.feature_shape_[0] * self.feature_shape_[1], self.embed_dim),
             dtype=self.feature_dtype,
         )
-        start = 0
+        # The fitted backbone stays on the CPU; a copy runs elsewhere.
+        model = self.backbone_ if device.type == "cpu" else copy.deepcopy(self.backbone_).to(device)
+        spans = [(start, min(start + self.batch_size, len(images))) for start in range(0, len(images), self.batch_size)]
+        workers = self.decode_workers if images.is_lazy else 0
         batches = progress(
-            images.batches(self.batch_size),
+            prefetch_map(lambda span: images.batch(*span), spans, n_workers=workers, ahead=workers),
             enabled=self.verbose > 0,
-            total=-(-len(images) // self.batch_size),
+            total=len(spans),
             desc="featurize",
         )
         with torch_threads(self.n_jobs), torch.inference_mode():
-            for batch in batches:
-                feats = self._embed(batch)
-                out[start : start + len(feats)] = feats.numpy()
-                start += len(feats)
+            for (start, stop), batch in zip(spans, batches):
+                out[start:stop] = self._embed(batch.to(device), model).cpu().numpy()
         return out
 
-    def _embed(self, batch):
+    def _device(self):
+        try:
+            device = resolve_device(self.device)
+        except ValueError as exc:
+            msg = (
+                f"{exc} To score this fitted featurizer elsewhere, set "
+                f"set_params(device=...) to one of {DEVICE_HELP} (or pass device= "
+                "to skpatch.load)."
+            )
+            raise ValueError(msg) from None
+        if self.engine == "onnxruntime" and device.type != "cpu":
+            if self.device == "auto":
+                return torch.device("cpu")  # "auto" means the engine's device
+            msg = (
+                f"engine='onnxruntime' runs on the CPU only; got device={self.device!r}. "
+                "Use engine='torch' on a GPU."
+            )
+            raise ValueError(msg)
+        return device
+
+    def _embed(self, batch, model):
         """(b, 3, H, W) in [0, 1] -> (b, h * w, embed_dim) float32 tensor."""
         size = self._image_size()
         if tuple(batch.shape[-2:]) != size:
             batch = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
         if self.engine == "onnxruntime":
             return self._onnxruntime_features(batch)
-        maps = self._maps(batch)
+        maps = self._maps(batch, model)
         grid = maps[0].shape[-2:]
         dim_per_stage = self.embed_dim // len(maps)
         pooled = []
@@ -269,10 +324,10 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         state.pop("_session", None)
         return state
 
-    def _maps(self, batch):
-        mean = torch.tensor(self.mean_).view(1, 3, 1, 1)
-        std = torch.tensor(self.std_).view(1, 3, 1, 1)
-        return self.backbone_.forward_intermediates(
+    def _maps(self, batch, model):
+        mean = torch.tensor(self.mean_, device=batch.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std_, device=batch.device).view(1, 3, 1, 1)
+        return model.forward_intermediates(
             ((batch - mean) / std).contiguous(memory_format=torch.channels_last),
             indices=list(self.stages_), intermediates_only=True,
         )

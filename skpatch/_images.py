@@ -108,20 +108,28 @@ class ImageCollection:
                 raise ValueError(msg)
         return first
 
+    @property
+    def is_lazy(self):
+        """True when images are read from files (or PIL images) one batch at a time."""
+        return self._array is None
+
     def batches(self, batch_size):
         """Yield float32 tensors of shape ``(b, 3, H, W)`` with values in [0, 1]."""
         for start in range(0, len(self), batch_size):
-            stop = min(start + batch_size, len(self))
-            if self._array is not None:
-                batch = _to_float_rgb(self._array[start:stop], "X")
-            else:
-                batch = np.stack(
-                    [
-                        _to_float_rgb(_load_item(self._items[i], i)[None], f"image {i}")[0]
-                        for i in range(start, stop)
-                    ]
-                )
-            yield torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+            yield self.batch(start, min(start + batch_size, len(self)))
+
+    def batch(self, start, stop):
+        """Images ``start:stop`` as a float32 tensor ``(b, 3, H, W)`` in [0, 1]."""
+        if self._array is not None:
+            batch = _to_float_rgb(self._array[start:stop], "X")
+        else:
+            batch = np.stack(
+                [
+                    _to_float_rgb(_load_item(self._items[i], i)[None], f"image {i}")[0]
+                    for i in range(start, stop)
+                ]
+            )
+        return torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
 
 
 def check_images(images):

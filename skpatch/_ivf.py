@@ -51,9 +51,26 @@ def build_ivf(bank, n_lists, rng):
         # Empty lists keep their previous centroid.
         centroids[filled] = sums[filled] / counts[filled, None]
     assignment = _nearest_centroid(bank, centroids)
-    radii = torch.zeros(n_lists, dtype=bank.dtype)
+    return centroids, assignment, _radii(bank, centroids, assignment)
+
+
+def list_radii(bank, centroids, offsets):
+    """Radii of the lists of a bank grouped by list (numpy in, numpy out).
+
+    The same computation as :func:`build_ivf`'s, for a bank whose rows
+    changed (rounded) after the lists were built.
+    """
+    bank, centroids = torch.from_numpy(np.asarray(bank)), torch.from_numpy(np.asarray(centroids))
+    counts = torch.from_numpy(np.diff(np.asarray(offsets)))
+    assignment = torch.repeat_interleave(torch.arange(len(centroids)), counts)
+    return _radii(bank, centroids, assignment).numpy()
+
+
+def _radii(bank, centroids, assignment):
+    """Largest distance of each list's rows to its centroid (0 for an empty list)."""
+    radii = torch.zeros(len(centroids), dtype=bank.dtype)
     radii.scatter_reduce_(0, assignment, (bank - centroids[assignment]).norm(dim=1), "amax")
-    return centroids, assignment, radii
+    return radii
 
 
 def _nearest_centroid(points, centroids):
@@ -108,9 +125,10 @@ class InvertedLists:
         centroid_sq = torch.addmm(self.centroid_norms, queries, self.centroids.T, alpha=-2.0)
         centroid_sq.add_(query_norms[:, None])
         probes = centroid_sq.topk(n_probe, largest=False, sorted=False).indices
-        best = torch.full((n,), float("inf"))
-        best_index = torch.zeros(n, dtype=torch.int64)
-        pairs = torch.arange(n).repeat_interleave(n_probe), probes.reshape(-1)
+        device = queries.device
+        best = torch.full((n,), float("inf"), device=device)
+        best_index = torch.zeros(n, dtype=torch.int64, device=device)
+        pairs = torch.arange(n, device=device).repeat_interleave(n_probe), probes.reshape(-1)
         self._search_pairs(queries, *pairs, best, best_index, exclude)
         if exact and len(self.centroids) > n_probe:
             # A query whose probed lists held only excluded rows has no best

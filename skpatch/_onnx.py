@@ -81,7 +81,7 @@ class _FeatureGraph(torch.nn.Module):
         self.register_buffer("resize_rows", _interp_matrix(input_size[0], size[0], antialias=True))
         self.register_buffer("resize_cols", _interp_matrix(input_size[1], size[1], antialias=True).T.contiguous())
         with torch.inference_mode():
-            maps = featurizer._maps(torch.zeros((1, 3, *size)))
+            maps = featurizer._maps(torch.zeros((1, 3, *size)), featurizer.backbone_)
         grid = tuple(maps[0].shape[-2:])
         dim = featurizer.embed_dim // len(maps)
         self._upsample = []

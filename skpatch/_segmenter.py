@@ -48,7 +48,7 @@ class SoftPatchSegmenter(BaseSoftPatch):
         leave-one-image-out (without the image's own patches in the memory
         bank), on a seeded subset of at most 64 training images.
 
-    cache, random_state, n_jobs, verbose
+    cache, random_state, n_jobs, device, verbose
         As in :class:`SoftPatchClassifier`.
 
     Attributes
@@ -101,11 +101,12 @@ class SoftPatchSegmenter(BaseSoftPatch):
         cache=None,
         random_state=None,
         n_jobs=None,
+        device="auto",
         verbose=0,
     ):
         super().__init__(
             featurizer, denoise, memory, contamination=contamination, cache=cache,
-            random_state=random_state, n_jobs=n_jobs, verbose=verbose,
+            random_state=random_state, n_jobs=n_jobs, device=device, verbose=verbose,
         )
         self.sigma = sigma
 

@@ -1,0 +1,711 @@
+"""The ``skpatch`` command: fit, score, evaluate and inspect models from a shell.
+
+``main(argv)`` parses the arguments, runs one subcommand and returns the exit
+code; the ``skpatch`` console script and ``python -m skpatch`` both call it.
+Results go to stdout or files, progress and messages to stderr, so a pipe
+stays clean. An error prints one line (the traceback only with ``--debug``).
+
+Each subcommand is a :class:`_Command` in ``_COMMANDS``: its name, one line
+of help, a function adding its arguments and one running it. A new
+subcommand (such as an ``export``) is one more entry there.
+"""
+
+import argparse
+import csv
+import glob
+import json
+import os
+import sys
+import time
+import traceback
+from collections import namedtuple
+from itertools import islice
+
+import numpy as np
+
+from ._persist import ModelFileError
+from .datasets._mvtec import IMAGE_EXTENSIONS
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_MODEL_FILE = 3
+EXIT_MISSING_DEPENDENCY = 4
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = f"""exit codes:
+  {EXIT_OK}    success
+  {EXIT_ERROR}    error (unreadable image, invalid parameter, ...)
+  {EXIT_USAGE}    usage error (unknown option, missing argument)
+  {EXIT_MODEL_FILE}    model file refused (missing, truncated, modified, other format version)
+  {EXIT_MISSING_DEPENDENCY}    an optional dependency is missing (matplotlib for --overlays)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
+
+_LIST_EXTENSIONS = (".txt", ".lst")
+
+
+class CommandError(Exception):
+    """An error reported as one line, with an exit code."""
+
+    def __init__(self, message, code=EXIT_ERROR):
+        super().__init__(message)
+        self.code = code
+
+
+_Command = namedtuple("_Command", "name help add_arguments run")
+
+
+# -- entry point ----------------------------------------------------------------
+
+
+def main(argv=None):
+    """Run the ``skpatch`` command line; return the exit code.
+
+    Parameters
+    ----------
+    argv : list of str, default=None
+        The arguments after the program name; None reads ``sys.argv[1:]``.
+
+    Returns
+    -------
+    code : int
+        0 on success; see ``skpatch --help`` for the others.
+    """
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version or a usage error
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.run(args) or EXIT_OK
+    except KeyboardInterrupt:
+        print(f"skpatch {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of stdout went away (``skpatch score ... | head``).
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return EXIT_ERROR
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"skpatch {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return _exit_code(exc)
+
+
+def _exit_code(exc):
+    if isinstance(exc, CommandError):
+        return exc.code
+    if isinstance(exc, ModelFileError):
+        return EXIT_MODEL_FILE
+    return EXIT_ERROR
+
+
+def _one_line(exc):
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, (CommandError, ValueError, TypeError, OSError)) else f"{type(exc).__name__}: {text}"
+
+
+def _build_parser():
+    from . import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages on stderr")
+    common.add_argument("--progress", action="store_true", help="show progress bars even when stderr is not a terminal")
+    common.add_argument("--debug", action="store_true", help="print the full traceback of an error")
+    parser = argparse.ArgumentParser(
+        prog="skpatch",
+        description="Unsupervised image anomaly detection (SoftPatch / SoftPatch+) from the command line.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"skpatch {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in _COMMANDS:
+        sub = subparsers.add_parser(
+            command.name, help=command.help, description=command.help, parents=[common],
+            epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+# -- shared helpers -------------------------------------------------------------
+
+
+def _progress_enabled(args):
+    return not args.quiet and (args.progress or sys.stderr.isatty())
+
+
+def _log(args, message):
+    if not args.quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _bar(args, total, desc):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not _progress_enabled(args), dynamic_ncols=True)
+
+
+def _set_verbose(estimator, verbose):
+    """Set ``verbose`` on the estimator and every fitted step that has one."""
+    estimator.verbose = verbose
+    steps = [step for _, step in estimator.pipeline_.steps] if hasattr(estimator, "pipeline_") else []
+    for step in steps:
+        if hasattr(step, "get_params") and "verbose" in step.get_params(deep=False):
+            step.verbose = verbose
+
+
+def _size(path):
+    size = os.path.getsize(path)
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.0f} kB"
+
+
+ImageItem = namedtuple("ImageItem", "path name")
+
+
+def collect_images(specs):
+    """Image files named by folders, globs, files and list files, in order.
+
+    A folder is searched recursively (hidden files and folders skipped), a
+    glob is expanded (``**`` matches sub-folders), a ``.txt``/``.lst`` file
+    or an ``@file`` lists one path per line (blank lines and lines starting
+    with ``#`` skipped). Each image also gets a relative ``name`` under which
+    its outputs are written: its path inside the folder or below the glob's
+    fixed part, or its file name.
+    """
+    items, seen = [], set()
+    for spec in specs:
+        for path, name in _expand(spec):
+            key = os.path.normcase(os.path.abspath(path))
+            if key not in seen:
+                seen.add(key)
+                items.append(ImageItem(path, name))
+    if not items:
+        msg = f"no images found in {' '.join(specs)} (looked for files ending in {', '.join(IMAGE_EXTENSIONS)})."
+        raise CommandError(msg)
+    return _unique_names(items)
+
+
+def _expand(spec):
+    if spec.startswith("@") or (spec.lower().endswith(_LIST_EXTENSIONS) and os.path.isfile(spec)):
+        yield from _read_list(spec[1:] if spec.startswith("@") else spec)
+    elif os.path.isdir(spec):
+        for path in _walk_images(spec):
+            yield path, os.path.relpath(path, spec)
+    elif glob.has_magic(spec):
+        root = _glob_root(spec)
+        for path in sorted(glob.glob(spec, recursive=True)):
+            if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):
+                yield path, os.path.relpath(path, root)
+    elif os.path.isfile(spec):
+        yield spec, os.path.basename(spec)
+    else:
+        raise CommandError(f"{spec!r}: no such file or folder.")
+
+
+def _read_list(list_path):
+    try:
+        with open(list_path, encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle]
+    except OSError as exc:
+        raise CommandError(f"cannot read the file list {list_path!r}: {exc.strerror or exc}.") from None
+    for line in lines:
+        if line and not line.startswith("#"):
+            if not os.path.isfile(line):
+                raise CommandError(f"{line!r} (listed in {list_path!r}): no such file.")
+            yield line, os.path.basename(line)
+
+
+def _walk_images(folder):
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [
+            os.path.join(root, f) for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+    return sorted(found)
+
+
+def _glob_root(pattern):
+    parts = []
+    for part in pattern.replace(os.sep, "/").split("/"):
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return "/".join(parts) or "."
+
+
+def _unique_names(items):
+    """Make output names unique (two inputs may share a file name)."""
+    used, out = set(), []
+    for item in items:
+        name = os.path.normpath(item.name).lstrip("./\\") or os.path.basename(item.path)
+        stem, ext = os.path.splitext(name)
+        candidate, n = name, 1
+        while candidate.lower() in used:
+            candidate, n = f"{stem}_{n}{ext}", n + 1
+        used.add(candidate.lower())
+        out.append(ImageItem(item.path, candidate))
+    return out
+
+
+def _load_model(args):
+    from ._persist import load_with_metadata
+
+    estimator, metadata = load_with_metadata(args.model, device=getattr(args, "device", None))
+    _set_verbose(estimator, 0)
+    return estimator, metadata
+
+
+def _is_segmenter(estimator):
+    from ._segmenter import SoftPatchSegmenter
+
+    return isinstance(estimator, SoftPatchSegmenter)
+
+
+# -- scoring a stream of images -------------------------------------------------
+
+
+def _score_stream(estimator, items, *, batch_size, workers, need_maps, bar):
+    """Yield ``(item, image, result)`` per image, reading ahead in threads.
+
+    ``result`` holds the image's ``score`` (anomaly score, higher = more
+    anomalous), ``anomalous`` and, when ``need_maps`` or for a segmenter,
+    its anomaly ``map`` and predicted ``mask``.
+    """
+    from ._images import _load_item
+    from ._prefetch import prefetch_map
+
+    # The next chunk is decoded while this one is scored: at most two
+    # chunks of decoded images are in memory. Images are read as the
+    # estimators read a path.
+    images = prefetch_map(
+        lambda pair: _load_item(pair[1].path, pair[0]), enumerate(items),
+        n_workers=workers, ahead=batch_size if workers else 0,
+    )
+    pairs = zip(items, images)
+    while True:
+        chunk = list(islice(pairs, batch_size))
+        if not chunk:
+            return
+        for group in _same_size_runs(chunk):
+            results = _score_group(estimator, [image for _, image in group], need_maps)
+            for (item, image), result in zip(group, results):
+                yield item, image, result
+        bar.update(len(chunk))
+
+
+def _same_size_runs(chunk):
+    """Split a chunk into runs of images of one size (an estimator call each)."""
+    runs = []
+    for pair in chunk:
+        if runs and runs[-1][-1][1].shape[:2] == pair[1].shape[:2]:
+            runs[-1].append(pair)
+        else:
+            runs.append([pair])
+    return runs
+
+
+def _score_group(estimator, images, need_maps):
+    """Per-image results for images of one size (one pass of the CNN)."""
+    if _is_segmenter(estimator):
+        normal = estimator.score_samples(images)
+        masks = normal - estimator.offset_ < 0  # SoftPatchSegmenter.predict
+        maps = -normal
+        scores = maps.reshape(len(maps), -1).max(axis=1)
+        anomalous = masks.any(axis=(1, 2))
+    else:
+        if need_maps:
+            patch_maps = estimator._patch_anomaly(images)
+            scores = estimator._image_anomaly(patch_maps)  # -score_samples
+            maps = _upsample(patch_maps, images[0].shape[:2])
+            masks = maps > -estimator.offset_
+        else:
+            scores = -estimator.score_samples(images)
+            maps = masks = [None] * len(images)
+        anomalous = -scores - estimator.offset_ < 0  # SoftPatchClassifier.predict == -1
+    return [
+        {"score": float(s), "anomalous": bool(a), "map": m, "mask": k}
+        for s, a, m, k in zip(scores, anomalous, maps, masks)
+    ]
+
+
+def _upsample(patch_maps, size):
+    """Bilinear upsampling of (n, h, w) patch maps to ``size``, as the segmenter does."""
+    import torch
+    import torch.nn.functional as F
+
+    tensor = torch.from_numpy(np.ascontiguousarray(patch_maps, dtype=np.float32))[:, None]
+    return F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)[:, 0].numpy()
+
+
+# -- fit ------------------------------------------------------------------------
+
+
+def _add_fit_arguments(parser):
+    parser.add_argument("train", nargs="+", metavar="TRAIN", help="training images: folders (searched recursively), globs, image files or .txt/@ file lists; may contain unlabelled defects")
+    parser.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write (e.g. model.skpatch)")
+    parser.add_argument("--segment", action="store_true", help="fit a SoftPatchSegmenter (pixel maps and masks) instead of a SoftPatchClassifier")
+    parser.add_argument("--backbone", help="timm CNN name (default: the embedded tf_efficientnet_lite0)")
+    parser.add_argument("--weights", help="weights file for --backbone, or 'imagenet' (default); the file is stored in the model")
+    parser.add_argument("--threshold", type=float, help="fraction of training patches removed as noise (default: 0.15 classifier, 0.5 segmenter)")
+    parser.add_argument("--method", choices=["lof", "nearest", "gaussian", "softpatch+"], help="noise discriminator score (default: lof)")
+    parser.add_argument("--sampling-ratio", type=float, help="memory bank size as a fraction of all patches (default: 0.1)")
+    parser.add_argument("--image-size", type=int, help="CNN input size in pixels (default: 224)")
+    parser.add_argument("--contamination", help="'auto' (default) or the expected fraction of anomalous training images")
+    parser.add_argument("--seed", type=int, default=0, help="random_state (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="'auto' (default), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    parser.add_argument("--n-jobs", type=int, help="torch threads (default: torch's setting)")
+    parser.add_argument("--bank-dtype", choices=["float32", "float16"], default="float32", help="storage type of the memory bank in the file (default: %(default)s)")
+    parser.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE", help="any estimator parameter, e.g. --set memory__search=brute (VALUE parsed as JSON, else a string); repeatable")
+
+
+def _run_fit(args):
+    from ._classifier import SoftPatchClassifier
+    from ._segmenter import SoftPatchSegmenter
+
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        raise CommandError(f"cannot write {args.output!r}: the folder {folder!r} does not exist.")
+    items = collect_images(args.train)
+    cls = SoftPatchSegmenter if args.segment else SoftPatchClassifier
+    estimator = cls(random_state=args.seed, device=args.device, n_jobs=args.n_jobs)
+    estimator.set_params(**_fit_params(args))
+    _set_verbose(estimator, 1 if _progress_enabled(args) else 0)
+    _log(args, f"fitting {cls.__name__} on {len(items)} images ...")
+    start = time.perf_counter()
+    estimator.fit([item.path for item in items])
+    elapsed = time.perf_counter() - start
+    _set_verbose(estimator, 0)  # the file should not turn on progress bars
+    estimator.save(args.output, bank_dtype=args.bank_dtype)
+    _log(args, f"fitted in {elapsed:.1f} s; wrote {args.output} ({_size(args.output)})")
+
+
+def _fit_params(args):
+    params = {}
+    options = {
+        "featurizer__backbone": args.backbone, "featurizer__weights": args.weights,
+        "featurizer__image_size": args.image_size, "denoise__threshold": args.threshold,
+        "denoise__method": args.method, "memory__sampling_ratio": args.sampling_ratio,
+    }
+    params.update({k: v for k, v in options.items() if v is not None})
+    if args.contamination is not None:
+        params["contamination"] = _parse_value(args.contamination)
+    for assignment in args.set:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--set expects PARAM=VALUE; got {assignment!r}.", EXIT_USAGE)
+        params[key.strip()] = _parse_value(value)
+    return params
+
+
+def _parse_value(text):
+    """A JSON literal (number, true/false, null, list) or else the string itself."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return tuple(value) if isinstance(value, list) else value
+
+
+# -- score ----------------------------------------------------------------------
+
+
+def _add_score_arguments(parser):
+    parser.add_argument("model", metavar="MODEL", help="model file written by 'skpatch fit' or est.save()")
+    parser.add_argument("images", nargs="+", metavar="IMAGES", help="folders (searched recursively), globs, image files or .txt/@ file lists")
+    parser.add_argument("--out", metavar="DIR", help="write DIR/scores.csv (and the maps, overlays and masks asked for)")
+    parser.add_argument("--format", choices=["csv", "json"], default="csv", help="stdout: 'csv' (only without --out) or 'json' (one JSON object per line, as images are scored)")
+    parser.add_argument("--maps", action="store_true", help="write anomaly maps to DIR/maps/ (see --map-format)")
+    parser.add_argument("--map-format", choices=["png", "npy"], default="png", help="maps as 8-bit PNG, 128 = the decision threshold, or as float32 .npy (default: %(default)s)")
+    parser.add_argument("--overlays", action="store_true", help="write DIR/overlays/: heat map over the image, outline of the predicted defect (needs matplotlib)")
+    parser.add_argument("--masks", action="store_true", help="write predicted defect masks to DIR/masks/ (PNG, 255 = defect)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images scored per pass; bounds memory (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=2, help="threads decoding the next images while the CNN runs; 0 decodes in turn (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="'auto' (default), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+
+def _run_score(args):
+    if (args.maps or args.overlays or args.masks) and not args.out:
+        raise CommandError("--maps, --overlays and --masks write into a folder: add --out DIR.", EXIT_USAGE)
+    if args.batch_size < 1 or args.workers < 0:
+        raise CommandError("--batch-size must be >= 1 and --workers >= 0.", EXIT_USAGE)
+    if args.overlays:
+        _require_matplotlib("--overlays")
+    estimator, _ = _load_model(args)
+    items = collect_images(args.images)
+    segmenter = _is_segmenter(estimator)
+    columns = ["path", "anomaly_score", "label"] + (["defect_area_px", "defect_area_fraction"] if segmenter else [])
+    outputs = _Outputs(args, estimator, columns)
+    start = time.perf_counter()
+    n_anomalous = 0
+    need_maps = bool(args.maps or args.overlays or args.masks)
+    with outputs, _bar(args, len(items), "score") as bar:
+        stream = _score_stream(estimator, items, batch_size=args.batch_size, workers=args.workers, need_maps=need_maps, bar=bar)
+        for item, image, result in stream:
+            outputs.write(item, image, result)
+            n_anomalous += result["anomalous"]
+    elapsed = time.perf_counter() - start
+    where = f"; wrote {os.path.join(args.out, 'scores.csv')}" if args.out else ""
+    _log(args, f"scored {len(items)} images in {elapsed:.1f} s ({len(items) / elapsed:.1f} images/s): {n_anomalous} anomalous{where}")
+
+
+class _Outputs:
+    """Writes each scored image's row, map, overlay and mask as it comes."""
+
+    def __init__(self, args, estimator, columns):
+        self.args = args
+        self.columns = columns
+        self.threshold = -float(estimator.offset_)
+        self.csv_file = self.csv = None
+        self.rows = csv.writer(sys.stdout, lineterminator="\n") if args.format == "csv" and not args.out else None
+        if args.out:
+            os.makedirs(args.out, exist_ok=True)
+            self.csv_file = open(os.path.join(args.out, "scores.csv"), "w", newline="", encoding="utf-8")  # noqa: SIM115
+            self.csv = csv.writer(self.csv_file, lineterminator="\n")
+            self.csv.writerow(columns)
+        if self.rows is not None:
+            self.rows.writerow(columns)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.csv_file is not None:
+            self.csv_file.close()
+
+    def write(self, item, image, result):
+        record = {"path": item.path, "anomaly_score": result["score"], "label": "anomalous" if result["anomalous"] else "normal"}
+        if "defect_area_px" in self.columns:
+            mask = result["mask"]
+            record["defect_area_px"] = int(mask.sum())
+            record["defect_area_fraction"] = float(mask.mean())
+        row = [record[c] if not isinstance(record[c], float) else repr(record[c]) for c in self.columns]
+        for writer in (self.csv, self.rows):
+            if writer is not None:
+                writer.writerow(row)
+        if self.args.format == "json":
+            print(json.dumps(record), flush=True)
+        stem = os.path.splitext(item.name)[0]
+        if self.args.maps and self.args.map_format == "npy":
+            np.save(self._path("maps", stem + ".npy"), result["map"].astype(np.float32), allow_pickle=False)
+        elif self.args.maps:
+            self._png(self._path("maps", stem + ".png"), np.clip(result["map"] / (2 * self.threshold), 0, 1) * 255)
+        if self.args.masks:
+            self._png(self._path("masks", stem + ".png"), result["mask"] * 255)
+        if self.args.overlays:
+            _write_overlay(self._path("overlays", stem + ".png"), image, result, self.threshold)
+
+    def _path(self, kind, name):
+        path = os.path.join(self.args.out, kind, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+    @staticmethod
+    def _png(path, values):
+        from PIL import Image
+
+        Image.fromarray(np.rint(values).astype(np.uint8)).save(path)
+
+
+def _require_matplotlib(option):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        msg = f"{option} needs matplotlib, which is not installed: pip install 'skpatch[plot]' (or pip install matplotlib)."
+        raise CommandError(msg, EXIT_MISSING_DEPENDENCY) from None
+
+
+def _write_overlay(path, image, result, threshold):
+    """Heat map over the image (one colour scale for all images) and the defect outline."""
+    from matplotlib.figure import Figure
+
+    from .plotting import plot_anomaly_map
+
+    height, width = image.shape[:2]
+    # Small images are drawn at 256 pixels wide or more, so the title fits.
+    scale = max(1.0, 256 / width)
+    title = 32  # pixels for two lines of text
+    fig = Figure(figsize=(scale * width / 100, (scale * height + title) / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, scale * height / (scale * height + title)))
+    # The scale is fixed at [0, 2 x threshold]: the decision threshold sits
+    # in its middle, so colours mean the same in every overlay.
+    plot_anomaly_map(image, result["map"], mask=result["mask"], ax=ax, vmin=0.0, vmax=2 * threshold)
+    ax.axis("off")
+    label = "anomalous" if result["anomalous"] else "normal"
+    fig.suptitle(f"{label}\nscore {result['score']:.3g} (threshold {threshold:.3g})", fontsize=8, y=1.0, va="top")
+    fig.savefig(path)
+
+
+# -- evaluate -------------------------------------------------------------------
+
+
+def _add_evaluate_arguments(parser):
+    parser.add_argument("model", metavar="MODEL", help="model file")
+    parser.add_argument("data", metavar="MVTEC_DIR", help="data set root in the MVTec AD layout (test/<type>/, optional ground_truth/)")
+    parser.add_argument("--json", default="evaluation.json", metavar="FILE", help="JSON file to write (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images scored per pass (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=2, help="image decoding threads (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="'auto' (default), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+
+def _run_evaluate(args):
+    from .datasets import load_mvtec
+    from .metrics import aupro, f1_max, image_auroc, pixel_auroc
+
+    estimator, metadata = _load_model(args)
+    data = load_mvtec(args.data, lazy=True)
+    items = [ImageItem(path, os.path.basename(path)) for path in data.test_images]
+    masks = data.test_masks if isinstance(data.test_masks, np.ndarray) else None
+    scores, maps = [], []
+    start = time.perf_counter()
+    with _bar(args, len(items), "evaluate") as bar:
+        stream = _score_stream(estimator, items, batch_size=args.batch_size, workers=args.workers, need_maps=masks is not None, bar=bar)
+        for _, _, result in stream:
+            scores.append(result["score"])
+            if masks is not None:
+                maps.append(result["map"])
+    elapsed = time.perf_counter() - start
+    scores, labels = np.asarray(scores), data.test_labels
+    results = {
+        "model": os.path.abspath(args.model),
+        "estimator": metadata["estimator"],
+        "data": data.root,
+        "n_test_images": len(items),
+        "n_defective": int(labels.sum()),
+        "seconds": round(elapsed, 3),
+        "image_auroc": image_auroc(labels, scores),
+        "image_f1_max": f1_max(labels, scores),
+        "pixel_auroc": None,
+        "aupro": None,
+        "image_auroc_per_defect_type": {},
+    }
+    if masks is not None:
+        maps = np.stack(maps)
+        results["pixel_auroc"] = pixel_auroc(masks, maps)
+        results["aupro"] = aupro(masks, maps)
+    good = data.test_defect_types == "good"
+    for kind in sorted(set(data.test_defect_types) - {"good"}):
+        subset = good | (data.test_defect_types == kind)
+        if good.any():
+            results["image_auroc_per_defect_type"][kind] = image_auroc(labels[subset], scores[subset])
+    with open(args.json, "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=2)
+        handle.write("\n")
+    print(_evaluation_table(results, masks is not None, data.test_masks is not None))
+    _log(args, f"wrote {args.json}")
+
+
+def _evaluation_table(results, have_pixels, have_masks):
+    missing = "n/a (masks differ in size)" if have_masks else "n/a (no ground_truth masks)"
+
+    def value(key):
+        return f"{results[key]:.4f}" if results[key] is not None else missing
+
+    lines = [
+        f"{results['estimator']} on {results['data']}",
+        f"{results['n_test_images']} test images ({results['n_defective']} defective), scored in {results['seconds']:.1f} s",
+        "",
+        f"{'metric':<22}value",
+        f"{'image AUROC':<22}{value('image_auroc')}",
+        f"{'pixel AUROC':<22}{value('pixel_auroc')}",
+        f"{'AUPRO (FPR <= 0.3)':<22}{value('aupro')}",
+        f"{'F1-max (image)':<22}{value('image_f1_max')}",
+    ]
+    if results["image_auroc_per_defect_type"]:
+        lines += ["", "image AUROC per defect type (against the good images):"]
+        lines += [f"  {kind:<20}{auc:.4f}" for kind, auc in results["image_auroc_per_defect_type"].items()]
+    return "\n".join(lines)
+
+
+# -- inspect --------------------------------------------------------------------
+
+
+def _add_inspect_arguments(parser):
+    parser.add_argument("model", metavar="MODEL", help="model file")
+    parser.add_argument("--format", choices=["text", "json"], default="text", help="output format (default: %(default)s)")
+
+
+def _run_inspect(args):
+    estimator, metadata = _load_model(args)
+    info = describe_model(estimator, metadata, args.model)
+    if args.format == "json":
+        print(json.dumps(info, indent=2))
+        return
+    width = max(len(key) for key in info)
+    for key, value in info.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for sub, item in value.items():
+                print(f"  {sub}: {item}")
+        else:
+            print(f"{key:<{width}}  {value}")
+
+
+def describe_model(estimator, metadata, path):
+    """What a model file holds, as a JSON-serialisable dict."""
+    featurizer, denoise, coreset = (step for _, step in estimator.pipeline_.steps)
+    backbone = metadata.get("featurizer") or {}
+    if denoise == "passthrough":
+        removal = 0.0
+    else:
+        removal = float(getattr(denoise, "threshold_", denoise.threshold))
+    info = {
+        "file": os.fspath(path),
+        "file_size": _size(path),
+        "estimator": metadata["estimator"],
+        "backbone": f"{backbone.get('backbone')} ({backbone.get('weights')} weights, sha256 {backbone.get('weights_sha256', '')[:16]}...)",
+        "training_images": int(estimator.n_train_images_),
+        "image_size": "x".join(str(v) for v in estimator.image_size_),
+        "removal_ratio": removal,
+        "removed_patches": (
+            f"{int((~denoise.kept_).sum())} of {denoise.kept_.size}" if hasattr(denoise, "kept_") else "none"
+        ),
+        "memory_bank": f"{coreset.memory_bank_.shape[0]} patches x {coreset.memory_bank_.shape[1]} features (stored as {metadata.get('bank_dtype')})",
+        "offset": float(estimator.offset_),
+        "contamination": estimator.contamination,
+        "device": estimator.device,
+        "format_version": metadata["format_version"],
+        "saved_with": f"skpatch {metadata['skpatch_version']}, " + ", ".join(f"{k} {v}" for k, v in metadata.get("versions", {}).items()),
+        "featurizer": _plain_params(featurizer),
+        "denoise": "passthrough (PatchCore)" if denoise == "passthrough" else _plain_params(denoise),
+        "memory": _plain_params(coreset),
+    }
+    return info
+
+
+def _plain_params(step):
+    return {
+        key: value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+        for key, value in step.get_params(deep=False).items()
+    }
+
+
+# -- demo -----------------------------------------------------------------------
+
+
+def _add_demo_arguments(parser):
+    from ._demo import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_demo(args):
+    from ._demo import run
+
+    _require_matplotlib("demo")
+    run(args, verbose=1 if _progress_enabled(args) else 0)
+
+
+_COMMANDS = [
+    _Command("fit", "fit a model on a folder of (possibly contaminated) images and save it", _add_fit_arguments, _run_fit),
+    _Command("score", "score any number of images with a saved model: CSV, maps, overlays, masks", _add_score_arguments, _run_score),
+    _Command("evaluate", "image AUROC, pixel AUROC, AUPRO and F1-max on an MVTec AD-layout folder", _add_evaluate_arguments, _run_evaluate),
+    _Command("inspect", "show what a model file holds", _add_inspect_arguments, _run_inspect),
+    _Command("demo", "fit, score and draw a figure on the bottle data (or generated images)", _add_demo_arguments, _run_demo),
+]
