@@ -487,3 +487,15 @@ def test_harder_settings_invalid_arguments(kwargs, match):
         make_defects(**{"n_samples": 4, "image_size": 16, **kwargs})
     with pytest.raises(ValueError, match=match):
         make_defect_dataset(**{"n_train": 2, "n_test": 2, "image_size": 16, **kwargs})
+
+
+def test_board_missing_part_is_missing_in_full_at_any_contrast():
+    types = np.array(["missing", "wrong_colour"] * 3)
+    full, clean, masks = _generate(types, 64, "board", check_random_state(0))
+    faint, _, _ = _generate(types, 64, "board", check_random_state(0), contrast=0.3)
+    missing = types == "missing"
+    np.testing.assert_array_equal(full[missing], faint[missing])
+    # A recoloured part does follow the contrast: a nearby, wrong shade.
+    change = np.abs(full[~missing].astype(float) - clean[~missing])[masks[~missing]].mean()
+    faint_change = np.abs(faint[~missing].astype(float) - clean[~missing])[masks[~missing]].mean()
+    assert faint_change < 0.5 * change

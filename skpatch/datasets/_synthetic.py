@@ -106,7 +106,8 @@ _HARDER_PARAMS_DOC = """\
         ``good + contrast * alpha * (defect look - good)``, so 1 pastes the
         full defect and 0.3 a faint one of the same place and shape (the mask
         does not depend on it). A pair draws each defect's contrast uniformly
-        in that range.
+        in that range. A board's missing part is always missing in full (a
+        recoloured part at contrast 0.5 is a part in a nearby, wrong shade).
 
     variation : float in [0, 3], default=0.0
         Extra per-image variation of the good appearance, as between real
@@ -498,7 +499,8 @@ def _draw_defect(defect_type, base, support, region, style, size, rng, noise_rng
     draw = _DEFECTS[defect_type]
     if not defects["replay"]:
         alpha, look = draw(base, support, region, style, size, rng, noise_rng)
-        return alpha, look, _draw_contrast(defects["contrast"], rng)
+        strength = _draw_contrast(defects["contrast"], rng)
+        return alpha, look, _part_strength(defect_type, region, strength)
 
     def attempt(seed, scale):
         source = _RecurringDraws(
@@ -516,7 +518,7 @@ def _draw_defect(defect_type, base, support, region, style, size, rng, noise_rng
     area_range = defects["defect_area"]
     if area_range is None or (region[0] == "rect" and defect_type in _PART_DEFECTS):
         _, strength, alpha, look = attempt(rng.randint(_MAX_SEED), 1.0)
-        return alpha, look, strength
+        return alpha, look, _part_strength(defect_type, region, strength)
     low, high = area_range
     best = None
     for _ in range(_MAX_PLACEMENTS):
@@ -533,6 +535,11 @@ def _draw_defect(defect_type, base, support, region, style, size, rng, noise_rng
             # Area grows about as the square of the linear scale.
             scale *= math.sqrt(target / area) if area else 2.0
     return best[1:]
+
+
+def _part_strength(defect_type, region, strength):
+    # A board's part is there or not: a faint missing part would be a ghost.
+    return 1.0 if region[0] == "rect" and defect_type == "missing" else strength
 
 
 def _draw_contrast(contrast, rng):
