@@ -65,7 +65,7 @@ def test_default_configs_and_command_line(bench):
     for threshold in ("0.05", "0.15", "0.3", "0.5"):
         assert f"default@{threshold}" in names
     assert args.common == {"featurizer__image_size": 64}
-    assert args.seeds == [0] and args.n_train == 40 and args.overlap
+    assert args.seeds == [0] and args.n_train == 30 and args.overlap
     assert bench.main(["--configs", "patchcore", "patchcore"]) == 2  # duplicate name
 
 
