@@ -20,8 +20,9 @@ ignores ``y``); the labels are only used to score the held-out fold.
 # %%
 # Preprocessing as a pipeline step
 # --------------------------------
-# skpatch accepts uint8 images of shape (n, H, W) (grayscale) or
-# (n, H, W, 3), so the transformer keeps the uint8 range.
+# skpatch accepts uint8 images of shape (n, H, W, 1) (grayscale) or
+# (n, H, W, 3): the channel axis is always there, so the transformer keeps
+# it (a bare (n, H, W) array would be ambiguous) and the uint8 range.
 import tempfile
 
 import matplotlib.pyplot as plt
@@ -42,9 +43,9 @@ def center_crop(X, margin=8):
 
 
 def grayscale_center_crop(X, margin=8):
-    """Crop, then convert RGB to grayscale (uint8)."""
+    """Crop, then convert RGB to grayscale (uint8, one channel)."""
     gray = center_crop(X, margin) @ np.array([0.299, 0.587, 0.114])
-    return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(gray), 0, 255).astype(np.uint8)[..., None]
 
 
 X, y, _ = make_defects(100, image_size=80, defect_ratio=0.2, random_state=0)

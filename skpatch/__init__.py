@@ -13,6 +13,7 @@ from ._classifier import SoftPatchClassifier
 from ._coreset import WeightedCoreset
 from ._discriminator import NoiseDiscriminator
 from ._featurizer import PatchFeaturizer
+from ._onnx import export_onnx
 from ._patches import WeightedPatches
 from ._segmenter import SoftPatchSegmenter
 
@@ -24,4 +25,5 @@ __all__ = [
     "WeightedCoreset",
     "WeightedPatches",
     "WeightsUnavailableError",
+    "export_onnx",
 ]

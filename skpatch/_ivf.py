@@ -77,20 +77,28 @@ class InvertedLists:
     radii : tensor of shape (n_lists,)
         Largest distance of a list's rows to its centroid.
     offsets : sequence of n_lists + 1 ints
+    groups : tensor of shape (m,) or None
+        Group (training image) of every row, for searches that exclude a
+        query's own group.
     """
 
-    def __init__(self, bank, centroids, radii, offsets):
+    def __init__(self, bank, centroids, radii, offsets, groups=None):
         self.bank = bank
+        self.groups = groups
         self.norms = bank.square().sum(1)
         self.centroids = centroids
         self.centroid_norms = centroids.square().sum(1)
         self.radii = radii
         self.offsets = [int(o) for o in offsets]
 
-    def search(self, queries, n_probe, exact=True):
+    def search(self, queries, n_probe, exact=True, exclude=None):
         """Nearest bank row of each query: (distance, index) tensors.
 
         With ``exact=False`` only the ``n_probe`` nearest lists are searched.
+        ``exclude`` (a tensor of shape (n,), needs ``groups``) gives each query
+        a group whose rows it may not match: the search then returns the
+        nearest row of another group, and distance ``inf`` (index 0) when
+        there is none.
         """
         n = len(queries)
         n_probe = int(min(n_probe, len(self.centroids)))
@@ -103,19 +111,24 @@ class InvertedLists:
         best = torch.full((n,), float("inf"))
         best_index = torch.zeros(n, dtype=torch.int64)
         pairs = torch.arange(n).repeat_interleave(n_probe), probes.reshape(-1)
-        self._search_pairs(queries, *pairs, best, best_index)
+        self._search_pairs(queries, *pairs, best, best_index, exclude)
         if exact and len(self.centroids) > n_probe:
-            distance = (queries - self.bank[best_index]).norm(dim=1)
+            # A query whose probed lists held only excluded rows has no best
+            # yet (inf): every list's bound is below it, so all are searched.
+            distance = torch.where(
+                torch.isinf(best), best, (queries - self.bank[best_index]).norm(dim=1)
+            )
             slack = _BOUND_SLACK * (query_norms[:, None] + self.centroid_norms[None, :])
             bound = (centroid_sq - slack).clamp_min_(0.0).sqrt_().sub_(self.radii[None, :])
             bound.scatter_(1, probes, float("inf"))
             query, lst = torch.nonzero(bound <= distance[:, None] * (1 + _BOUND_SLACK), as_tuple=True)
-            self._search_pairs(queries, query, lst, best, best_index)
+            self._search_pairs(queries, query, lst, best, best_index, exclude)
         # The winner's distance is recomputed directly: the expansion loses
         # precision for near-duplicates.
-        return (queries - self.bank[best_index]).norm(dim=1), best_index
+        distance = (queries - self.bank[best_index]).norm(dim=1)
+        return torch.where(torch.isinf(best), best, distance), best_index
 
-    def _search_pairs(self, queries, query, lst, best, best_index):
+    def _search_pairs(self, queries, query, lst, best, best_index, exclude=None):
         """Update ``best`` (partial squared distances) over (query, list) pairs."""
         if query.numel() == 0:
             return
@@ -131,6 +144,9 @@ class InvertedLists:
                 continue
             # ||q - m||^2 - ||q||^2 = ||m||^2 - 2 q.m: the same argmin.
             partial = torch.addmm(self.norms[lo:hi], queries[asking], self.bank[lo:hi].T, alpha=-2.0)
+            if exclude is not None:
+                own = exclude[asking][:, None] == self.groups[None, lo:hi]
+                partial.masked_fill_(own, float("inf"))
             value, arg = partial.min(1)
             index = lo + arg
             current = best[asking]

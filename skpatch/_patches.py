@@ -84,3 +84,15 @@ def _check_array(X, name):
     if not np.isfinite(X).all():
         raise ValueError(f"{name} contains NaN or infinite values.")
     return X
+
+
+def check_n_features(step, X, *, name="X"):
+    """Validate test patch features against a fitted step's ``n_features_in_``."""
+    features, _, _ = check_patch_features(X, name=name)
+    if features.shape[2] != step.n_features_in_:
+        msg = (
+            f"{name} has {features.shape[2]} features per patch, but "
+            f"{type(step).__name__} was fitted with {step.n_features_in_}."
+        )
+        raise ValueError(msg)
+    return features

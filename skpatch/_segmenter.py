@@ -44,7 +44,9 @@ class SoftPatchSegmenter(BaseSoftPatch):
         Sets the pixel threshold :attr:`offset_` used by :meth:`predict`: a
         float is the expected fraction of anomalous training *pixels*;
         ``"auto"`` is the training median plus three robust standard
-        deviations of the in-sample pixel scores.
+        deviations of the pixel scores. Training pixels are scored
+        leave-one-image-out (without the image's own patches in the memory
+        bank), on a seeded subset of at most 64 training images.
 
     cache, random_state, n_jobs, verbose
         As in :class:`SoftPatchClassifier`.
@@ -122,13 +124,41 @@ class SoftPatchSegmenter(BaseSoftPatch):
         -------
         self : SoftPatchSegmenter
         """
+        self._fit(X)
+        return self
+
+    def _fit(self, X):
         features = self._fit_pipeline(X)
-        patch_maps = self._patch_anomaly(features=self._offset_sample(features))
-        # In-sample pixel scores at the featurizer's resolution (the pixel
+        patch_maps = self._train_patch_anomaly(features, self._offset_sample(len(features)))
+        # Leave-one-image-out pixel scores of a seeded subset of at most 64
+        # training images, at the featurizer's resolution (the pixel
         # distribution barely depends on the output size, memory does).
         size = self.pipeline_[0]._image_size()
         self.offset_ = self._offset(self._to_pixels(patch_maps, size))
-        return self
+        return features
+
+    def fit_predict(self, X, y=None):
+        """Fit, then return defect masks of the training images themselves.
+
+        Each training image is scored without its own patches in the memory
+        bank (leave-one-image-out), so its defects cannot match themselves;
+        ``fit(X).predict(X)`` would find almost nothing.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W, C) or list
+            Training images, as in :meth:`fit`.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        masks : ndarray of shape (n_images, H, W), dtype bool
+            True where a pixel is predicted defective.
+        """
+        features = self._fit(X)
+        maps = self._to_pixels(self._train_patch_anomaly(features), self.image_size_)
+        return -maps - self.offset_ < 0
 
     def score_samples(self, X):
         """Per-pixel opposite anomaly score at the input resolution.
@@ -144,11 +174,17 @@ class SoftPatchSegmenter(BaseSoftPatch):
             Higher means more normal, as in scikit-learn's outlier detectors;
             ``-maps`` is the anomaly map.
         """
+        check_is_fitted(self, "pipeline_")
         images = check_images(X)
         return -self._to_pixels(self._patch_anomaly(images), images.image_size)
 
     def anomaly_maps(self, X):
         """Anomaly maps (higher = more anomalous), i.e. ``-score_samples(X)``.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W, C) or list
+            Test images, all of one size.
 
         Returns
         -------
@@ -159,6 +195,11 @@ class SoftPatchSegmenter(BaseSoftPatch):
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative on predicted defect pixels.
 
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W, C) or list
+            Test images, all of one size.
+
         Returns
         -------
         maps : ndarray of shape (n_images, H, W)
@@ -167,6 +208,11 @@ class SoftPatchSegmenter(BaseSoftPatch):
 
     def predict(self, X):
         """Binary defect masks.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W, C) or list
+            Test images, all of one size.
 
         Returns
         -------

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from ._images import _check_array, _is_pil, _load_item, _to_float_rgb
+from ._images import _check_array, _is_pil, _load_item, _split_collection, _to_float_rgb
 
 __all__ = ["plot_anomaly_map", "plot_image_grid", "plot_noise_curves"]
 
@@ -27,11 +27,18 @@ def _pyplot():
 
 
 def _as_rgb(image, index=0):
-    """One image (array, PIL image or path) as float RGB (H, W, 3) in [0, 1]."""
-    if isinstance(image, (str, os.PathLike)) or _is_pil(image):
-        image = _load_item(image, index)
+    """One image (array, PIL image or path) as float RGB (H, W, 3) in [0, 1].
+
+    Paths are read by :func:`skpatch._images.read_image`, as the estimators
+    read them (16-bit files keep their precision).
+    """
     name = f"image {index}"
-    array = _check_array(np.asarray(image), name, batch=False)
+    if not isinstance(image, np.ndarray):
+        if not (isinstance(image, (str, os.PathLike)) or _is_pil(image)):
+            image = np.asarray(image)  # nested lists
+        else:
+            image = _load_item(image, index)
+    array = _check_array(image, name, batch=False)
     return _to_float_rgb(array[None], name)[0]
 
 
@@ -54,7 +61,7 @@ def plot_anomaly_map(
     Parameters
     ----------
     image : ndarray of shape (H, W) or (H, W, C), PIL image or path
-        The image: uint8 or float in [0, 1], grayscale, RGB or RGBA.
+        The image: uint8, uint16 or float in [0, 1], grayscale, RGB or RGBA.
 
     anomaly_map : ndarray of shape (H, W)
         Higher = more anomalous, e.g. one map of
@@ -139,10 +146,11 @@ def plot_image_grid(
 
     Parameters
     ----------
-    images : ndarray of shape (n_images, H, W[, C]) or list
-        uint8 or float images in [0, 1], or a list of arrays, PIL images or
-        file paths (as :func:`~skpatch.datasets.load_mvtec` returns); sizes
-        may differ.
+    images : ndarray of shape (n_images, H, W, C) or list
+        uint8, uint16 or float images in [0, 1], or a list of arrays, PIL
+        images or file paths (as :func:`~skpatch.datasets.load_mvtec`
+        returns); sizes may differ. As for the estimators, an array needs its
+        channel axis (``X[..., None]`` for grayscale stacks).
 
     scores : array-like of shape (n_images,), default=None
         A number per image shown in its title, e.g. the anomaly score
@@ -193,9 +201,13 @@ def plot_image_grid(
     ((6,), 'defective\\nscore 0.9')
     """
     plt = _pyplot()
-    n_images = len(images)
-    if n_images == 0:
+    if isinstance(images, (list, tuple)) and len(images) == 0:
         raise ValueError("images is empty; there is nothing to plot.")
+    # The same layout rules as the estimators: (n, H, W, C) arrays, lists of
+    # single images; sizes may differ here.
+    items, array = _split_collection(images, "images")
+    images = items if array is None else array
+    n_images = len(images)
     if n_cols < 1:
         raise ValueError(f"n_cols must be at least 1; got {n_cols}.")
     scores = _check_per_image(scores, "scores", n_images)

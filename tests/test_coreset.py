@@ -234,3 +234,32 @@ def test_exact_search_property(seed, n_bank, spread, n_probe):
     full = np.linalg.norm(queries[:, None].astype(np.float64) - coreset.memory_bank_[None], axis=-1)
     np.testing.assert_allclose(distance, full.min(1), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(full[np.arange(len(queries)), index], full.min(1), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "search", ["exact", "brute", "ivf", pytest.param("pynndescent", marks=pytest.mark.slow)]
+)
+def test_leave_one_out_skips_the_images_own_patches(rng, search):
+    X = rng.normal(size=(12, 30, 6)).astype(np.float32)
+    coreset = WeightedCoreset(sampling_ratio=0.3, search=search, random_state=0).fit(X)
+    np.testing.assert_array_equal(coreset.memory_images_, coreset.sample_indices_ // 30)
+    images = np.array([0, 3, 7])
+    scores = coreset._score_leave_one_out(X[images], images)
+    bank, weights, owner = coreset.memory_bank_, coreset.memory_weights_, coreset.memory_images_
+    for row, image in enumerate(images):
+        others = owner != image
+        distances = np.linalg.norm(X[image][:, None] - bank[others][None], axis=2)
+        nearest = distances.argmin(1)
+        expected = -(distances[np.arange(30), nearest] * weights[others][nearest])
+        if search == "ivf":  # approximate, as at test time: never closer than the truth
+            assert np.all(scores[row] <= expected + 1e-5)
+        else:
+            np.testing.assert_allclose(scores[row], expected, rtol=1e-5)
+    # In-sample, the memory patches score (about) 0 against themselves.
+    assert np.all(coreset.score_samples(X[images]) >= scores - 1e-5)
+
+
+def test_leave_one_out_with_a_single_image_is_minus_inf(rng):
+    X = rng.normal(size=(1, 20, 4)).astype(np.float32)
+    coreset = WeightedCoreset(sampling_ratio=0.5, random_state=0).fit(X)
+    assert np.all(np.isneginf(coreset._score_leave_one_out(X, [0])))

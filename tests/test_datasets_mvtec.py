@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from skpatch._images import check_images
 from skpatch.datasets import load_mvtec, make_noisy_split
+
+from ._png16 import write_png16
 
 # Non-square, so that a height/width swap would show.
 H, W = 6, 8
@@ -152,12 +155,30 @@ def test_grayscale_and_rgba_become_rgb(layout):
     _save(grey, root / "train/good/003.png")
     rgba = np.dstack([_rgb(5), np.full((H, W), 100, dtype=np.uint8)])
     _save(rgba, root / "train/good/004.png")
-    grey16 = (np.arange(H * W, dtype=np.uint16).reshape(H, W) * 257)
-    Image.fromarray(grey16).save(root / "train/good/005.png")
     data = load_mvtec(root, lazy=False)
+    assert data.train_images.dtype == np.uint8
     np.testing.assert_array_equal(data.train_images[3], np.dstack([grey] * 3))
     np.testing.assert_array_equal(data.train_images[4], rgba[..., :3])
-    np.testing.assert_array_equal(data.train_images[5], np.dstack([grey] * 3))
+
+
+def test_16_bit_images_keep_their_precision(layout):
+    """16-bit files were rescaled to uint8 here and clipped by the estimators."""
+    root, images, _ = layout
+    grey16 = np.arange(H * W, dtype=np.uint16).reshape(H, W) * 1000 + 7
+    Image.fromarray(grey16).save(root / "train/good/005.png")  # Pillow's I;16
+    colour16 = np.random.RandomState(3).randint(0, 65536, (H, W, 3)).astype(np.uint16)
+    write_png16(root / "train/good/006.png", colour16)
+    data = load_mvtec(root, lazy=False)
+    # One 16-bit file makes the array uint16; 8-bit images are x * 257.
+    assert data.train_images.dtype == np.uint16
+    np.testing.assert_array_equal(data.train_images[0], images["train/good/000.png"].astype(np.uint16) * 257)
+    np.testing.assert_array_equal(data.train_images[3], np.dstack([grey16] * 3))
+    np.testing.assert_array_equal(data.train_images[4], colour16)
+    # The estimators see the same values from the paths (lazy) and the array.
+    lazy = load_mvtec(root)
+    by_path = np.concatenate([b.numpy() for b in check_images(lazy.train_images).batches(5)])
+    by_array = np.concatenate([b.numpy() for b in check_images(data.train_images).batches(5)])
+    np.testing.assert_array_equal(by_path, by_array)
 
 
 def test_extensions_and_other_files(layout):

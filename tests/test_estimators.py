@@ -89,8 +89,13 @@ def test_classifier_api_and_signs(data):
 
 def test_contamination_sets_fraction_flagged_in_training(data):
     train, _, _, _ = data
-    clf = _small(SoftPatchClassifier, contamination=0.25).fit(train)
-    assert np.mean(clf.predict(train) == -1) == pytest.approx(0.25, abs=1 / len(train))
+    clf = _small(SoftPatchClassifier, contamination=0.25)
+    labels = clf.fit_predict(train)
+    assert np.mean(labels == -1) == pytest.approx(0.25, abs=1 / len(train))
+    np.testing.assert_array_equal(labels, np.where(clf.train_scores_ < clf.offset_, -1, 1))
+    # In-sample scores let every training patch match itself: predict on the
+    # training set flags (almost) nothing, which is why fit_predict differs.
+    assert np.mean(clf.predict(train) == -1) < 0.1
 
 
 def test_noisy_training_softpatch_beats_patchcore(data):
@@ -212,3 +217,56 @@ def test_not_fitted():
 
     with pytest.raises(NotFittedError):
         SoftPatchClassifier().score_samples(np.zeros((1, 32, 32, 3), np.uint8))
+
+
+def test_fit_predict_finds_defective_training_images(data):
+    """Leave-one-image-out training scores rank the batch's defective images."""
+    from skpatch.metrics import image_auroc
+
+    train, X, y, _ = data
+    batch = np.concatenate([train, X[y == 1][:4]])
+    truth = np.r_[np.zeros(len(train), int), np.ones(4, int)]
+    clf = _small(SoftPatchClassifier, denoise="passthrough")
+    labels = clf.fit_predict(batch)
+    assert labels.shape == (len(batch),) and set(np.unique(labels)) <= {-1, 1}
+    honest = image_auroc(truth, -clf.train_scores_)
+    in_sample = image_auroc(truth, -clf.score_samples(batch))
+    # In-sample, each defect matches itself (PatchCore in its own bank);
+    # leave-one-image-out it does not.
+    assert honest > 0.9 and honest > in_sample + 0.05
+
+
+def test_segmenter_fit_predict_masks_training_defects(data):
+    train, X, y, masks = data
+    batch = np.concatenate([train, X[y == 1][:3]])
+    seg = _small(SoftPatchSegmenter, denoise="passthrough")
+    predicted = seg.fit_predict(batch)
+    assert predicted.shape == batch.shape[:3] and predicted.dtype == bool
+    defect = masks[y == 1][:3]
+    honest = predicted[len(train):]
+    in_sample = seg.predict(batch[len(train):])
+    # Leave-one-image-out, most defect pixels are found, far more often than
+    # other pixels; in-sample, the defects match themselves and fewer are.
+    assert honest[defect].mean() > 0.8
+    assert honest[defect].mean() > 2 * honest[~defect].mean()
+    assert honest[defect].mean() > in_sample[defect].mean() + 0.1
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_unusable_cache_folder_is_a_clear_error(cls, data, tmp_path):
+    train, _, _, _ = data
+    a_file = tmp_path / "not_a_folder"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="cache="):
+        _small(cls, cache=str(a_file)).fit(train[:4])
+    with pytest.raises(ValueError, match="cache="):
+        _small(cls, cache=str(a_file / "below")).fit(train[:4])
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+@pytest.mark.parametrize("method", ["score_samples", "decision_function", "predict"])
+def test_not_fitted_comes_before_input_validation(cls, method):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        getattr(cls(), method)(np.zeros((5, 10)))

@@ -206,3 +206,30 @@ def test_missing_matplotlib_gives_clear_error(monkeypatch):
     plotting = importlib.reload(importlib.import_module("skpatch.plotting"))  # importable without it
     with pytest.raises(ImportError, match="pip install matplotlib"):
         plotting.plot_noise_curves([0.0], {"a": [1.0]})
+
+
+# --- image reading shared with the estimators ------------------------------------
+
+
+def test_image_grid_refuses_an_ambiguous_3d_array(defects):
+    X, _, _ = defects
+    with pytest.raises(ValueError, match=r"ambiguous.*images\[None\]"):
+        plot_image_grid(X[0])
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        plot_image_grid("image.png")
+    axes = plot_image_grid(X[:2, ..., :1])  # grayscale stack with its channel axis
+    assert axes[0].images[0].get_array().shape == (32, 32, 3)
+
+
+def test_16_bit_files_are_drawn_at_16_bits(tmp_path):
+    from ._png16 import write_png16
+
+    pixels = np.random.default_rng(0).integers(0, 65536, (12, 10, 3), dtype=np.uint16)
+    write_png16(tmp_path / "colour16.png", pixels)
+    grey = (np.arange(120, dtype=np.uint16).reshape(12, 10) * 500)
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    _, (left, right) = plt.subplots(1, 2)
+    ax = plot_anomaly_map(str(tmp_path / "colour16.png"), np.zeros((12, 10)), ax=left)
+    np.testing.assert_array_equal(ax.images[0].get_array(), pixels / np.float32(65535))
+    ax = plot_anomaly_map(str(tmp_path / "grey16.png"), np.zeros((12, 10)), ax=right)
+    np.testing.assert_array_equal(ax.images[0].get_array()[..., 0], grey / np.float32(65535))

@@ -8,10 +8,12 @@ from PIL import Image, UnidentifiedImageError
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import validate_params
 
+from .._images import as_dtype, common_dtype, read_image
+
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff")
 
 # What PIL raises on a file that is not an image or is truncated.
-_READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError)
+_READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 @validate_params(
@@ -48,9 +50,12 @@ def load_mvtec(path, category=None, *, lazy=True, load_masks=True):
     lazy : bool, default=True
         If True, images are returned as lists of file paths (``str``), to be
         opened batch by batch by the estimators. If False, they are read into
-        uint8 arrays of shape (n, H, W, 3); all images must then share one
-        size. Grayscale images are replicated to RGB and an alpha channel is
-        dropped.
+        arrays of shape (n, H, W, 3); all images must then share one size.
+        The arrays are uint8 for 8-bit files and uint16 as soon as one file is
+        16-bit (never clipped; 8-bit images are then multiplied by 257, the
+        same intensity), so that both modes give the estimators the same
+        values. Grayscale images are replicated to RGB and an alpha channel is
+        dropped. Files are read by the same reader as the estimators use.
 
     load_masks : bool, default=True
         Whether to read the ground-truth masks. Masks are always read eagerly
@@ -62,7 +67,7 @@ def load_mvtec(path, category=None, *, lazy=True, load_masks=True):
         Dictionary-like object with the following attributes.
 
         train_images : list of str or ndarray of shape (n_train, H, W, 3)
-            The training images, all good.
+            The training images, all good (uint8, or uint16 for 16-bit data).
         train_labels : ndarray of shape (n_train,), dtype int
             All zeros: the folder says the training images are good.
         test_images : list of str or ndarray of shape (n_test, H, W, 3)
@@ -222,12 +227,17 @@ def _list_test_images(test_dir):
 
 
 def _read_images(paths):
-    """Read image files into one uint8 array of shape (n, H, W, 3)."""
-    first = _read_rgb(paths[0])
-    images = np.empty((len(paths), *first.shape), dtype=np.uint8)
+    """Read image files into one array of shape (n, H, W, 3).
+
+    uint8 when every file is 8-bit; uint16 when one is 16-bit (8-bit images
+    are then multiplied by 257, which means the same intensity); float32 if
+    one is a float file.
+    """
+    first = read_image(paths[0])
+    images = np.empty((len(paths), *first.shape), dtype=first.dtype)
     images[0] = first
     for i, path in enumerate(paths[1:], start=1):
-        image = _read_rgb(path)
+        image = read_image(path)
         if image.shape != first.shape:
             msg = (
                 "All images must have the same size with lazy=False: "
@@ -236,24 +246,11 @@ def _read_images(paths):
                 "lazy=True."
             )
             raise ValueError(msg)
-        images[i] = image
+        dtype = common_dtype([images.dtype, image.dtype])
+        if dtype != images.dtype:
+            images = as_dtype(images, dtype)
+        images[i] = as_dtype(image, dtype)
     return images
-
-
-def _read_rgb(path):
-    """Read one image as uint8 RGB: grey is replicated, alpha dropped."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode.startswith("I;16"):
-                # PIL clips 16-bit grey to 255 on conversion; rescale instead.
-                grey = np.asarray(image, dtype=np.float64) / 257
-                array = np.rint(grey).astype(np.uint8)
-                return np.repeat(array[..., None], 3, axis=2)
-            return np.asarray(image.convert("RGB"))
-    except _READ_ERRORS as exc:
-        msg = f"Could not read image {str(path)!r}: {exc}"
-        raise ValueError(msg) from exc
 
 
 def _image_size(path):
@@ -262,7 +259,7 @@ def _image_size(path):
         with Image.open(path) as image:
             width, height = image.size
     except _READ_ERRORS as exc:
-        msg = f"Could not read image {str(path)!r}: {exc}"
+        msg = f"Cannot read image {str(path)!r}: {exc}"
         raise ValueError(msg) from exc
     return height, width
 
@@ -309,7 +306,7 @@ def _read_mask(path):
             array = np.asarray(mask)
             colour_bands = [i for i, band in enumerate(mask.getbands()) if band != "A"]
     except _READ_ERRORS as exc:
-        msg = f"Could not read mask {str(path)!r}: {exc}"
+        msg = f"Cannot read mask {str(path)!r}: {exc}"
         raise ValueError(msg) from exc
     if array.ndim == 3:
         # Colour masks: a pixel is defective if any colour channel is set.

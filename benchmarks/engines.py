@@ -1,0 +1,487 @@
+"""CPU inference engines for the featurizer, and end-to-end scoring throughput.
+
+Part 1 (``--part featurizer``): images/s of ``PatchFeaturizer``'s forward pass
+(backbone stages + local aggregation + upsampling + channel pooling) at 224 px
+for EfficientNet-Lite0 and wide_resnet50_2 (random weights: same compute)
+with each engine: eager torch (NCHW), eager + channels_last (what
+``PatchFeaturizer(engine="torch")`` runs), ``torch.compile``,
+onnxruntime and OpenVINO (the last two run the graph that ``skpatch._onnx``
+exports). For each: achieved GFLOP/s (backbone FLOPs counted by
+``torch.utils.flop_counter.FlopCounterMode``) against a measured float32
+matmul peak, the speed-up over eager, and the largest feature difference
+relative to the largest eager feature.
+
+Part 2 (``--part scoring``): images/s of the default ``SoftPatchClassifier``'s
+``score_samples`` on ``--n-score`` 256 px PNG files (MVTec AD bottle test
+images, cycled, when the folder exists; else synthetic images written to a
+temporary folder), end to end, with each featurizer engine plugged into the
+fitted model, the time spent per stage (decode, uint8 -> float, resize, CNN,
+feature pooling, nearest-neighbour search, other), and the exported ONNX
+graph (search by brute force inside the graph) run by onnxruntime.
+
+Part 3 (``--part fit``): a default classifier's fit on ``--n-fit`` (200)
+training files with ``featurizer__engine="torch"`` and ``"onnxruntime"``:
+the time inside the backbone and the non-backbone rest.
+
+Run from the repository root (the timings are only meaningful on a quiet
+machine)::
+
+    python benchmarks/engines.py                          # all three parts
+    python benchmarks/engines.py --part featurizer --engines eager channels_last onnxruntime
+    python benchmarks/engines.py --part scoring --n-score 1000
+
+Prints Markdown tables; ``--output FILE`` also writes them to a file.
+"""
+
+import argparse
+import copy
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+BOTTLE = os.path.join(ROOT, os.pardir, "shared", "data", "mvtec_ad_bottle")
+ENGINES = ("eager", "channels_last", "compile", "onnxruntime", "openvino")
+BACKBONES = ("tf_efficientnet_lite0", "wide_resnet50_2")
+
+
+def _clock():
+    return time.perf_counter()
+
+
+# -- engines ----------------------------------------------------------------
+
+
+def make_engine(name, featurizer, threads, workdir):
+    """A drop-in for ``featurizer._embed``: (b, 3, H, W) float tensor in [0, 1] -> (b, h * w, d).
+
+    The engines other than eager run from the resized batch (the resize stays
+    torch's, as in ``_embed``). Returns ``(engine, setup_seconds)``; an engine
+    that calls a featurizer's ``_maps`` exposes it as ``engine.featurizer``.
+    """
+    start = _clock()
+    if name == "eager":
+        # Eager torch in the NCHW layout (PatchFeaturizer's torch engine before
+        # it moved to channels_last): the baseline.
+        clone = copy.deepcopy(featurizer)
+        clone.backbone_ = clone.backbone_.to(memory_format=torch.contiguous_format)
+        mean, std = torch.tensor(clone.mean_).view(1, 3, 1, 1), torch.tensor(clone.std_).view(1, 3, 1, 1)
+        clone._maps = lambda batch: clone.backbone_.forward_intermediates(
+            ((batch - mean) / std).contiguous(), indices=list(clone.stages_), intermediates_only=True
+        )
+
+        def engine(batch):
+            return clone._embed(batch)
+
+        engine.featurizer = clone
+    elif name == "channels_last":
+        # PatchFeaturizer(engine="torch") as it is: channels_last.
+        engine = featurizer._embed
+    elif name == "compile":
+        from skpatch._onnx import _FeatureGraph
+
+        compiled = torch.compile(_FeatureGraph(featurizer, featurizer._image_size()).eval())
+        with torch.inference_mode():
+            compiled(torch.zeros((featurizer.batch_size, 3, *featurizer._image_size())))
+        engine = _resizing(featurizer, compiled)
+    elif name == "onnxruntime":
+        # What PatchFeaturizer(engine="onnxruntime") runs.
+        from skpatch._onnx import INPUT_NAME, _feature_session
+
+        session = _feature_session(featurizer, threads)
+        engine = _resizing(featurizer, lambda b: torch.from_numpy(session.run(None, {INPUT_NAME: b.numpy()})[0]))
+    elif name == "openvino":
+        engine = _resizing(featurizer, _openvino_engine(_export_features(featurizer, workdir), threads))
+    else:
+        raise ValueError(f"unknown engine {name!r}; choose from {ENGINES}")
+    return engine, _clock() - start
+
+
+def _resizing(featurizer, core):
+    """``core`` behind the resize of ``PatchFeaturizer._embed``."""
+    import skpatch._featurizer as featurizer_module
+
+    size = featurizer._image_size()
+
+    def engine(batch):
+        if tuple(batch.shape[-2:]) != size:
+            batch = featurizer_module.F.interpolate(
+                batch, size=size, mode="bilinear", align_corners=False, antialias=True
+            )
+        return core(batch)
+
+    return engine
+
+
+def _export_features(featurizer, workdir):
+    from skpatch._onnx import _export, _FeatureGraph
+
+    graph = _FeatureGraph(featurizer, featurizer._image_size()).eval()
+    example = torch.zeros((2, 3, *featurizer._image_size()))
+    path = os.path.join(workdir, f"features_{featurizer.backbone}.onnx")
+    with open(path, "wb") as handle:
+        handle.write(_export(graph, example, ["features"]))
+    return path
+
+
+def _openvino_engine(path, threads):
+    import openvino as ov
+
+    core = ov.Core()
+    # The CPU plugin would run bf16 on CPUs with AMX unless told otherwise.
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    compiled = core.compile_model(core.read_model(path), "CPU", config)
+
+    def engine(batch):
+        return torch.from_numpy(np.asarray(compiled(batch.numpy())[0]))
+
+    return engine
+
+
+# -- part 1: featurizer engines ----------------------------------------------
+
+
+def matmul_peak(threads, n=2048, repeats=10):
+    """Best float32 GFLOP/s of an n x n matmul on ``threads`` threads."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = np.inf
+    for _ in range(repeats):
+        start = _clock()
+        torch.mm(a, b)
+        best = min(best, _clock() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def backbone_gflops(featurizer):
+    """Backbone FLOPs (up to the used stages) per image, in GFLOP."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        featurizer._maps(torch.zeros((1, 3, *featurizer._image_size())))
+    return counter.get_total_flops() / 1e9
+
+
+def time_engine(engine, batches, repeats):
+    """Best seconds over ``repeats`` passes, and the features of the last pass."""
+    best = np.inf
+    with torch.inference_mode():
+        engine(batches[0])  # warm-up
+        for _ in range(repeats):
+            start = _clock()
+            outs = [engine(batch) for batch in batches]
+            best = min(best, _clock() - start)
+    return best, torch.cat(outs).numpy()
+
+
+def featurizer_table(args, workdir):
+    from skpatch import PatchFeaturizer
+
+    torch.set_num_threads(args.threads)
+    peak = matmul_peak(args.threads)
+    lines = [
+        f"Featurizer at 224 px, batch 16, {args.threads} threads; float32 matmul peak "
+        f"(2048^3, best of 10): **{peak:.0f} GFLOP/s**.",
+        "",
+        "| backbone | engine | images | ms/image | images/s | GFLOP/image | GFLOP/s | % of peak | vs eager | max rel diff | setup s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rng = np.random.default_rng(0)
+    for backbone in args.backbones:
+        n_images = args.n_images if "lite" in backbone else max(16, args.n_images // 2)
+        images = rng.random((n_images, 3, 224, 224), dtype=np.float32)
+        featurizer = PatchFeaturizer(backbone, weights=None).fit(np.zeros((1, 224, 224, 3), np.uint8))
+        gflop = backbone_gflops(featurizer)
+        batches = list(torch.from_numpy(images).split(featurizer.batch_size))
+        reference = eager_seconds = None
+        for name in args.engines:
+            try:
+                engine, setup = make_engine(name, featurizer, args.threads, workdir)
+                seconds, feats = time_engine(engine, batches, args.repeats)
+            except Exception as exc:  # an engine that does not install or run is reported
+                lines.append(f"| {backbone} | {name} | failed: {type(exc).__name__}: {str(exc)[:80]} |")
+                continue
+            if reference is None:
+                reference, eager_seconds = feats, seconds
+            diff = np.abs(feats - reference).max() / np.abs(reference).max()
+            per_image = seconds / n_images
+            rate = gflop / per_image
+            lines.append(
+                f"| {backbone} | {name} | {n_images} | {1e3 * per_image:.1f} | {1 / per_image:.1f} | "
+                f"{gflop:.2f} | {rate:.0f} | {100 * rate / peak:.0f}% | {eager_seconds / seconds:.2f}x | "
+                f"{diff:.1e} | {setup:.1f} |"
+            )
+            print(lines[-1], file=sys.stderr, flush=True)
+    lines += ["", "`vs eager` is the first engine listed; `max rel diff` = max |features - first engine's| / max |first engine's features|."]
+    return lines
+
+
+# -- part 2: end-to-end scoring ------------------------------------------------
+
+
+def scoring_files(n_score, workdir):
+    """(train paths, test paths cycled to n_score, source)."""
+    if os.path.isdir(BOTTLE):
+        from skpatch.datasets import load_mvtec
+
+        data = load_mvtec(BOTTLE)
+        test = [data.test_images[i % len(data.test_images)] for i in range(n_score)]
+        return list(data.train_images), test, "MVTec AD bottle (test images cycled)"
+    from PIL import Image
+
+    from skpatch.datasets import make_defects
+
+    train, _, _ = make_defects(200, image_size=256, kind="object", defect_ratio=0.0, random_state=0)
+    test, _, _ = make_defects(100, image_size=256, kind="object", defect_ratio=0.5, random_state=1)
+    paths = []
+    for name, images in (("train", train), ("test", test)):
+        for i, image in enumerate(images):
+            path = os.path.join(workdir, f"{name}_{i:04d}.png")
+            Image.fromarray(image).save(path)
+            paths.append(path)
+    return paths[:200], [paths[200 + i % 100] for i in range(n_score)], "synthetic 256 px PNG files"
+
+
+class _Timers:
+    """Accumulates the seconds spent in wrapped functions, by stage."""
+
+    def __init__(self):
+        self.seconds = {}
+
+    def wrap(self, stage, function, when=None):
+        def wrapped(*args, **kwargs):
+            if when is not None and not when(*args, **kwargs):
+                return function(*args, **kwargs)
+            start = _clock()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + _clock() - start
+
+        return wrapped
+
+
+def score_with_stages(clf, paths, engine):
+    """``clf.score_samples(paths)`` with ``engine`` as the featurizer's ``_embed``.
+
+    Returns the scores, the seconds and the seconds per stage, measured by
+    wrapping the functions of the real code path.
+    """
+    import types
+
+    import skpatch._featurizer as featurizer_module
+    import skpatch._images as images_module
+
+    timers = _Timers()
+    featurizer, coreset = clf.pipeline_[0], clf.pipeline_[-1]
+    cnn_owner = getattr(engine, "featurizer", featurizer)
+    saved = images_module._load_item, images_module._to_float_rgb, featurizer_module.F
+    images_module._load_item = timers.wrap("decode", saved[0])
+    images_module._to_float_rgb = timers.wrap("uint8 -> float", saved[1])
+    functional = types.SimpleNamespace(**vars(torch.nn.functional))
+    functional.interpolate = timers.wrap(
+        "resize", torch.nn.functional.interpolate, when=lambda *a, **k: k.get("antialias")
+    )
+    featurizer_module.F = functional
+    own_maps = cnn_owner.__dict__.get("_maps")
+    cnn_owner._maps = timers.wrap("CNN", cnn_owner._maps)
+    featurizer._embed = timers.wrap("embed", engine)
+    coreset.score_samples = timers.wrap("search", coreset.score_samples)
+    try:
+        start = _clock()
+        scores = clf.score_samples(paths)
+        total = _clock() - start
+    finally:
+        images_module._load_item, images_module._to_float_rgb, featurizer_module.F = saved
+        del featurizer._embed, coreset.score_samples
+        if own_maps is None:
+            del cnn_owner._maps
+        else:
+            cnn_owner._maps = own_maps
+    stages = dict(timers.seconds)
+    embed = stages.pop("embed") - stages.get("resize", 0.0)
+    if "CNN" in stages:
+        stages["pooling"] = embed - stages["CNN"]
+    else:  # the engine runs CNN and pooling in one graph
+        stages["CNN + pooling (engine)"] = embed
+    stages["other"] = total - sum(stages.values())
+    return scores, total, stages
+
+
+def onnx_graph_scores(clf, paths, threads, workdir, batch_size=16):
+    """Scores from the whole exported graph under onnxruntime, from PNG files."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    path = os.path.join(workdir, "classifier.onnx")
+    start = _clock()
+    clf.export_onnx(path)
+    export_seconds = _clock() - start
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    decode = run = 0.0
+    out = []
+    start = _clock()
+    for lo in range(0, len(paths), batch_size):
+        t0 = _clock()
+        batch = []
+        for name in paths[lo : lo + batch_size]:
+            with Image.open(name) as image:
+                batch.append(np.asarray(image.convert("RGB")))
+        batch = np.stack(batch)
+        t1 = _clock()
+        out.append(session.run(["scores"], {"images": batch})[0])
+        decode, run = decode + t1 - t0, run + _clock() - t1
+    total = _clock() - start
+    return np.concatenate(out), total, {"decode": decode, "graph (resize, CNN, pooling, brute-force search)": run}, export_seconds
+
+
+def scoring_table(args, workdir):
+    from skpatch import SoftPatchClassifier
+
+    torch.set_num_threads(args.threads)
+    train, test, source = scoring_files(args.n_score, workdir)
+    start = _clock()
+    clf = SoftPatchClassifier(random_state=0).fit(train)
+    fit_seconds = _clock() - start
+    featurizer = clf.pipeline_[0]
+    bank = clf.pipeline_[-1].memory_bank_.shape
+    lines = [
+        f"Default SoftPatchClassifier fitted on {len(train)} images ({fit_seconds:.1f} s; memory bank "
+        f"{bank[0]} x {bank[1]}), scoring {len(test)} PNG files of {source}, end to end "
+        f"(`score_samples(paths)`), {args.threads} threads.",
+        "",
+    ]
+    rows, stage_names, reference = [], [], None
+    for name in args.engines:
+        try:
+            engine, setup = make_engine(name, featurizer, args.threads, workdir)
+            scores, total, stages = score_with_stages(clf, test, engine)
+        except Exception as exc:
+            rows.append((name, f"failed: {type(exc).__name__}: {str(exc)[:80]}", None, None, None))
+            continue
+        reference = scores if reference is None else reference
+        diff = np.abs(scores - reference).max() / np.abs(reference).max()
+        rows.append((name, total, stages, diff, setup))
+        stage_names += [s for s in stages if s not in stage_names]
+        print(name, f"{len(test) / total:.1f} images/s", file=sys.stderr, flush=True)
+    if args.onnx_graph:
+        try:
+            scores, total, stages, setup = onnx_graph_scores(clf, test, args.threads, workdir)
+            diff = np.abs(scores - reference).max() / np.abs(reference).max() if reference is not None else np.nan
+            rows.append(("exported graph (onnxruntime)", total, stages, diff, setup))
+            stage_names += [s for s in stages if s not in stage_names]
+        except Exception as exc:
+            rows.append(("exported graph", f"failed: {type(exc).__name__}: {str(exc)[:80]}", None, None, None))
+    order = ["decode", "uint8 -> float", "resize", "CNN", "pooling", "CNN + pooling (engine)", "search"]
+    stage_names = [s for s in order if s in stage_names] + [s for s in stage_names if s not in order and s != "other"] + ["other"]
+    header = ["engine", "images/s", "ms/image", *[f"{s} ms/img" for s in stage_names], "max rel diff", "setup s"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, total, stages, diff, setup in rows:
+        if stages is None:
+            lines.append(f"| {name} | {total} |")
+            continue
+        cells = [f"{1e3 * stages[s] / len(test):.1f}" if s in stages else "" for s in stage_names]
+        lines.append(
+            f"| {name} | {len(test) / total:.1f} | {1e3 * total / len(test):.1f} | " + " | ".join(cells)
+            + f" | {diff:.1e} | {setup:.1f} |"
+        )
+    lines += [
+        "",
+        "Stages: `decode` = PNG -> uint8 array (PIL); `uint8 -> float`; `resize` = antialiased "
+        "256 -> 224; `CNN` = normalisation + backbone stages; `pooling` = local aggregation, "
+        "upsampling, channel pooling; `search` = `WeightedCoreset.score_samples` (exact search); "
+        "`other` = the rest (validation, which opens every file for its size, batching, the max). "
+        "`max rel diff` = max |score - eager score| / max |eager score|. `setup s` = engine "
+        "export/compile (exported graph: `export_onnx`).",
+    ]
+    return lines
+
+
+def fit_table(args, workdir):
+    """Non-backbone share of a default classifier's fit with each PatchFeaturizer engine."""
+    from skpatch import PatchFeaturizer, SoftPatchClassifier
+
+    torch.set_num_threads(args.threads)
+    train, _, source = scoring_files(1, workdir)
+    train = train[: args.n_fit]
+    lines = [
+        f"`SoftPatchClassifier(random_state=0).set_params(featurizer__engine=...).fit(paths)` on "
+        f"{len(train)} training PNG files of {source.split(' (')[0]}, {args.threads} threads. `backbone` = "
+        "time inside the CNN (torch: `_maps`; onnxruntime: the session run, which also pools the "
+        "features, plus its one-off export); `non-backbone` = the rest of the fit (decode, resize, "
+        "pooling for torch, denoise, coreset, in-sample scoring for `offset_`).",
+        "",
+        "| engine | fit s | backbone s | of which engine setup s | non-backbone s | non-backbone / backbone |",
+        "|---|---|---|---|---|---|",
+    ]
+    import skpatch._onnx as onnx_module
+
+    saved = PatchFeaturizer._maps, PatchFeaturizer._onnxruntime_features, onnx_module._feature_session
+    for engine in ("torch", "onnxruntime"):
+        timers = _Timers()
+        PatchFeaturizer._maps = timers.wrap("backbone", saved[0])
+        PatchFeaturizer._onnxruntime_features = timers.wrap("backbone", saved[1])
+        onnx_module._feature_session = timers.wrap("setup", saved[2])
+        try:
+            start = _clock()
+            SoftPatchClassifier(random_state=0).set_params(featurizer__engine=engine).fit(train)
+            total = _clock() - start
+        finally:
+            PatchFeaturizer._maps, PatchFeaturizer._onnxruntime_features, onnx_module._feature_session = saved
+        backbone, setup = timers.seconds["backbone"], timers.seconds.get("setup", 0.0)
+        lines.append(
+            f"| {engine} | {total:.1f} | {backbone:.1f} | {setup:.1f} | {total - backbone:.1f} | "
+            f"{(total - backbone) / backbone:.2f} |"
+        )
+        print(lines[-1], file=sys.stderr, flush=True)
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("featurizer", "scoring", "fit", "all"), default="all")
+    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    parser.add_argument("--backbones", nargs="+", default=list(BACKBONES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--n-images", type=int, default=64, help="images per featurizer timing (half for wide_resnet50_2)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes; the best is reported")
+    parser.add_argument("--n-score", type=int, default=1000, help="images scored end to end")
+    parser.add_argument("--n-fit", type=int, default=200, help="training images for the fit part")
+    parser.add_argument("--no-onnx-graph", dest="onnx_graph", action="store_false", help="skip the exported graph in part 2")
+    parser.add_argument("--output", default=None, help="also write the tables to this Markdown file")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    load = os.getloadavg()[0]
+    lines = [
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.threads} threads; load average "
+        f"at start {load:.1f} (above the number of CPUs, other processes compete and every timing is noisy)",
+        "",
+    ]
+    with tempfile.TemporaryDirectory() as workdir:
+        if args.part in ("featurizer", "all"):
+            lines += ["### Featurizer engines", ""] + featurizer_table(args, workdir) + [""]
+        if args.part in ("scoring", "all"):
+            lines += ["### Scoring throughput", ""] + scoring_table(args, workdir) + [""]
+        if args.part in ("fit", "all"):
+            lines += ["### Fit: non-backbone share", ""] + fit_table(args, workdir)
+    text = "\n".join(lines)
+    print(text)
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as handle:
+            handle.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
