@@ -83,7 +83,7 @@ SYNTHETIC = {
         "kind": "grain",
         "defect_types": ("scratch", "hole", "stain", "missing", "wrong_colour"),
         "defect_area": (0.005, 0.03),
-        "contrast": (0.35, 0.8),
+        "contrast": (0.3, 0.7),
         "variation": 1.0,
     },
     # Logical defects on a board made of parts: a part missing or in a
@@ -93,7 +93,7 @@ SYNTHETIC = {
         "kind": "board",
         "defect_types": ("missing", "wrong_colour"),
         "recurrence": 0.9,
-        "variation": 1.75,
+        "variation": 1.6,
         "contrast": (0.3, 0.8),
     },
     # The first release's easy objects (large, high-contrast defects).
