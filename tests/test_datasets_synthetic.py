@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 import pytest
+from scipy.ndimage import binary_dilation
 from sklearn.utils import check_random_state
 
 from skpatch.datasets import make_defect_dataset, make_defects
@@ -235,3 +236,266 @@ def test_make_defects_invalid_arguments(kwargs, match):
 def test_make_defect_dataset_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_defect_dataset(**{"n_train": 2, "n_test": 2, "image_size": 16, **kwargs})
+
+
+# --- Harder settings: new kinds, small / faint / recurring defects, variation ---
+
+HARD_TYPES = ("scratch", "hole", "stain", "missing", "wrong_colour")
+
+
+@pytest.mark.parametrize("kind", ["grain", "board"])
+@pytest.mark.parametrize("image_size", [16, 64])
+def test_new_kinds_shapes_and_masks(kind, image_size):
+    data = make_defects(
+        20, image_size=image_size, kind=kind, defect_types=HARD_TYPES,
+        return_bunch=True, random_state=0,
+    )
+    assert data.images.shape == (20, image_size, image_size, 3)
+    assert data.images.dtype == np.uint8
+    assert data.masks.dtype == bool
+    np.testing.assert_array_equal(data.masks.any(axis=(1, 2)), data.labels == 1)
+    assert set(data.defect_types[data.labels == 1]) <= set(HARD_TYPES)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"kind": "grain"},
+        {"kind": "board", "variation": 1.0},
+        {"kind": "object", "defect_area": (0.005, 0.03), "contrast": (0.3, 0.7)},
+        {"kind": "texture", "recurrence": 0.7, "variation": 2.0},
+    ],
+)
+def test_harder_settings_reproducible(kwargs):
+    first = make_defects(12, image_size=32, defect_types=HARD_TYPES, random_state=3, **kwargs)
+    second = make_defects(12, image_size=32, defect_types=HARD_TYPES, random_state=3, **kwargs)
+    other = make_defects(12, image_size=32, defect_types=HARD_TYPES, random_state=4, **kwargs)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_explicit_defaults_change_nothing():
+    plain = make_defects(10, image_size=32, kind="object", random_state=0)
+    explicit = make_defects(
+        10, image_size=32, kind="object", defect_area=None, contrast=1.0,
+        variation=0.0, recurrence=0.0, random_state=0,
+    )
+    for a, b in zip(plain, explicit):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["texture", "object", "grain", "board"])
+@pytest.mark.parametrize("defect_type", HARD_TYPES)
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"contrast": 0.4, "variation": 1.0}, {"defect_area": (0.005, 0.03), "recurrence": 0.8}],
+)
+def test_hard_defects_change_exactly_the_masked_pixels(kind, defect_type, settings):
+    types = np.array(["good", defect_type, defect_type, defect_type])
+    images, clean, masks = _generate(types, 96, kind, check_random_state(0), **settings)
+    np.testing.assert_array_equal(images[0], clean[0])
+    diff = np.abs(images.astype(float) - clean.astype(float)).mean(axis=3)
+    strength = settings.get("contrast", 1.0)
+    for i in range(1, len(types)):
+        mask = masks[i]
+        assert mask.any()
+        # Visible: several intensity levels on average, even when faint.
+        assert diff[i][mask].mean() > 8 * strength
+        outside = diff[i][~mask]
+        if defect_type == "stain":
+            # Only the soft rim changes outside the mask: next to it, and less.
+            rim = binary_dilation(mask, iterations=3) & ~mask
+            assert not diff[i][~mask & ~rim].any()
+            assert outside.mean() < 0.1 * diff[i][mask].mean()
+        else:
+            assert not outside.any()
+
+
+@pytest.mark.parametrize("kind", ["texture", "object", "grain", "board"])
+def test_defect_area_within_range(kind):
+    low, high = 0.005, 0.03
+    types = ("scratch", "hole", "stain")
+    if kind != "board":
+        # A board's missing or recoloured part keeps the part's size.
+        types += ("missing", "wrong_colour")
+    data = make_defects(
+        60, image_size=128, kind=kind, defect_ratio=1.0, defect_types=types,
+        defect_area=(low, high), return_bunch=True, random_state=0,
+    )
+    area = data.masks.mean(axis=(1, 2))
+    assert area.min() >= low and area.max() <= high
+    # The drawn sizes spread over the range rather than sit at one end.
+    assert area.max() > 3 * area.min()
+    # Without defect_area the same types are larger.
+    default = make_defects(
+        60, image_size=128, kind=kind, defect_ratio=1.0, defect_types=types, random_state=0,
+    )[2]
+    assert default.mean(axis=(1, 2)).mean() > area.mean()
+
+
+def test_board_part_defects_take_the_part_size():
+    _, _, masks = make_defects(
+        40, image_size=128, kind="board", defect_ratio=1.0,
+        defect_types=("missing", "wrong_colour"), random_state=0,
+    )
+    area = masks.mean(axis=(1, 2))
+    # Documented: about 0.4% (a screw) to 2% (a chip) of the image.
+    assert area.min() >= 0.003 and area.max() <= 0.022
+
+
+@pytest.mark.parametrize("kind", ["texture", "grain"])
+def test_recurrence_one_repeats_place_and_shape(kind):
+    # On a texture nothing moves, so fully recurring defects are identical.
+    _, _, masks = make_defects(
+        8, image_size=64, kind=kind, defect_ratio=1.0, defect_types="hole",
+        recurrence=1.0, random_state=0,
+    )
+    for mask in masks[1:]:
+        np.testing.assert_array_equal(mask, masks[0])
+
+
+def _mask_spread(masks):
+    """Mean distance of the masks' centroids to their average centroid, in pixels."""
+    rows, cols = np.indices(masks.shape[1:])
+    centroids = np.array([(rows[m].mean(), cols[m].mean()) for m in masks])
+    return np.linalg.norm(centroids - centroids.mean(axis=0), axis=1).mean()
+
+
+@pytest.mark.parametrize("defect_type", ["hole", "scratch", "stain", "wrong_colour"])
+def test_recurrence_controls_how_alike_the_defects_are(defect_type):
+    spreads = []
+    for recurrence in (0.0, 0.6, 0.9):
+        _, _, masks = make_defects(
+            40, image_size=64, kind="texture", defect_ratio=1.0, defect_types=defect_type,
+            recurrence=recurrence, random_state=0,
+        )
+        spreads.append(_mask_spread(masks))
+    assert spreads[0] > spreads[1] > spreads[2]
+    assert spreads[2] < 0.3 * spreads[0]
+
+
+def test_recurring_board_defect_is_the_same_part():
+    def overlap(masks):
+        # Mean IoU of each mask with the first one.
+        inter = (masks & masks[0]).sum(axis=(1, 2))
+        union = (masks | masks[0]).sum(axis=(1, 2))
+        return (inter / union)[1:].mean()
+
+    kwargs = dict(kind="board", defect_ratio=1.0, defect_types="missing", image_size=96)
+    _, _, recurring = make_defects(20, recurrence=1.0, random_state=0, **kwargs)
+    _, _, independent = make_defects(20, recurrence=0.0, random_state=0, **kwargs)
+    # Boards shift by about a pixel, so the part's mask moves a little.
+    assert overlap(recurring) > 0.6
+    assert overlap(independent) < 0.4
+
+
+def test_contrast_scales_the_change_not_the_mask():
+    kwargs = dict(kind="grain", defect_ratio=1.0, defect_types=HARD_TYPES, image_size=64)
+    images, clean, masks = _generate(np.array(["hole", "scratch", "stain", "wrong_colour"] * 3),
+                                     64, "grain", check_random_state(1))
+    faint, faint_clean, faint_masks = _generate(
+        np.array(["hole", "scratch", "stain", "wrong_colour"] * 3), 64, "grain",
+        check_random_state(1), contrast=0.4,
+    )
+    np.testing.assert_array_equal(masks, faint_masks)
+    np.testing.assert_array_equal(clean, faint_clean)
+    full = np.abs(images.astype(float) - clean)[masks].mean()
+    weak = np.abs(faint.astype(float) - faint_clean)[faint_masks].mean()
+    assert 0.3 < weak / full < 0.5
+    # A contrast range gives each defect its own strength, within the range.
+    X, y, m = make_defects(contrast=(0.3, 0.6), random_state=0, **kwargs)
+    assert m.any(axis=(1, 2)).all()
+
+
+def test_wrong_colour_keeps_brightness():
+    types = np.array(["wrong_colour"] * 6)
+    for kind in ("texture", "board"):
+        images, clean, masks = _generate(types, 96, kind, check_random_state(0))
+        for image, good, mask in zip(images.astype(float), clean.astype(float), masks):
+            colour_change = np.abs(image[mask] - good[mask]).mean()
+            brightness_change = np.abs(image[mask].mean(axis=1) - good[mask].mean(axis=1)).mean()
+            assert colour_change > 15
+            assert brightness_change < 0.35 * colour_change
+
+
+@pytest.mark.parametrize("kind", ["texture", "object", "grain", "board"])
+def test_variation_makes_good_images_differ(kind):
+    def spread(variation):
+        X, _, _ = make_defects(
+            30, image_size=64, kind=kind, defect_ratio=0, variation=variation, random_state=0
+        )
+        pixels = X.astype(float)
+        # Per-image brightness and per-pixel deviation from the average image.
+        return pixels.mean(axis=(1, 2, 3)).std(), np.abs(pixels - pixels.mean(axis=0)).mean()
+
+    still, varied = spread(0.0), spread(1.0)
+    assert varied[0] > 1.5 * still[0]
+    assert varied[1] > still[1]
+
+
+def test_grain_images_are_all_different_but_alike():
+    X, _, _ = make_defects(20, image_size=64, kind="grain", defect_ratio=0, random_state=0)
+    flat = X.reshape(20, -1).astype(float)
+    assert len({row.tobytes() for row in X}) == 20
+    # One shared look: similar mean colour and grain strength.
+    assert X.reshape(20, -1, 3).mean(axis=1).std(axis=0).max() < 6
+    assert flat.std(axis=1).std() < 0.2 * flat.std(axis=1).mean()
+
+
+def test_descr_lists_harder_settings():
+    data = make_defects(4, image_size=32, kind="grain", contrast=0.5, recurrence=0.5,
+                        return_bunch=True, random_state=0)
+    assert "contrast=0.5" in data.DESCR and "recurrence=0.5" in data.DESCR
+    plain = make_defects(4, image_size=32, return_bunch=True, random_state=0)
+    assert "Harder settings" not in plain.DESCR
+
+
+def test_make_defect_dataset_passes_harder_settings():
+    data = make_defect_dataset(
+        n_train=6, n_test=10, image_size=64, kind="board", test_defect_ratio=1.0,
+        defect_types="missing", recurrence=1.0, variation=0.5, random_state=0,
+    )
+    assert data.category == "board"
+    assert not data.train_labels.any()
+    inter = (data.test_masks & data.test_masks[0]).sum(axis=(1, 2))
+    assert (inter > 0).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"defect_area": (0.03, 0.01)}, "defect_area"),
+        ({"defect_area": (0.0, 0.01)}, "defect_area"),
+        ({"defect_area": (0.01, 0.5)}, "defect_area"),
+        ({"defect_area": (0.01,)}, "defect_area"),
+        ({"defect_area": 0.01}, "defect_area"),
+        ({"contrast": 0}, "contrast"),
+        ({"contrast": 1.5}, "contrast"),
+        ({"contrast": (0.5, 1.2)}, "contrast"),
+        ({"contrast": (0.5, 0.2)}, "contrast"),
+        ({"contrast": "low"}, "contrast"),
+        ({"variation": -0.1}, "variation"),
+        ({"variation": 4}, "variation"),
+        ({"recurrence": 1.5}, "recurrence"),
+        ({"recurrence": -1}, "recurrence"),
+        ({"defect_types": ("wrong_color",)}, "wrong_color"),
+    ],
+)
+def test_harder_settings_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_defects(**{"n_samples": 4, "image_size": 16, **kwargs})
+    with pytest.raises(ValueError, match=match):
+        make_defect_dataset(**{"n_train": 2, "n_test": 2, "image_size": 16, **kwargs})
+
+
+def test_board_missing_part_is_missing_in_full_at_any_contrast():
+    types = np.array(["missing", "wrong_colour"] * 3)
+    full, clean, masks = _generate(types, 64, "board", check_random_state(0))
+    faint, _, _ = _generate(types, 64, "board", check_random_state(0), contrast=0.3)
+    missing = types == "missing"
+    np.testing.assert_array_equal(full[missing], faint[missing])
+    # A recoloured part does follow the contrast: a nearby, wrong shade.
+    change = np.abs(full[~missing].astype(float) - clean[~missing])[masks[~missing]].mean()
+    faint_change = np.abs(faint[~missing].astype(float) - clean[~missing])[masks[~missing]].mean()
+    assert faint_change < 0.5 * change

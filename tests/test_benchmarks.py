@@ -1,0 +1,112 @@
+"""Smoke tests of the benchmark scripts' command-line parsing and helpers."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skpatch import SoftPatchClassifier, SoftPatchSegmenter
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "noise_robustness.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("noise_robustness", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("3", 3), ("0.3", 0.3), ("1e-3", 0.001), ("None", None), ("none", None),
+     ("True", True), ("false", False), ("auto", "auto"), ("softpatch+", "softpatch+")],
+)
+def test_parse_value(bench, text, expected):
+    value = bench.parse_value(text)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "spec, name, params",
+    [
+        ("patchcore", "patchcore", {"denoise": "passthrough"}),
+        ("default", "default", {}),
+        ("default@0.3", "default@0.3", {"denoise__threshold": 0.3}),
+        ("softpatch+@0.15", "softpatch+@0.15",
+         {"denoise__method": "softpatch+", "denoise__threshold": 0.15}),
+        ("gaussian@auto", "gaussian@auto",
+         {"denoise__method": "gaussian", "denoise__threshold": "auto"}),
+        ("g:denoise__method=gaussian, denoise__threshold=0.3,denoise__n_neighbors=10",
+         "g", {"denoise__method": "gaussian", "denoise__threshold": 0.3,
+               "denoise__n_neighbors": 10}),
+        ("k:memory__sampling_ratio=0.05,denoise__soft_weights=False,denoise__n_components=None",
+         "k", {"memory__sampling_ratio": 0.05, "denoise__soft_weights": False,
+               "denoise__n_components": None}),
+    ],
+)
+def test_parse_config(bench, spec, name, params):
+    assert bench.parse_config(spec) == (name, params)
+
+
+@pytest.mark.parametrize("spec", ["lofx@0.1", "unknown", ":denoise__threshold=0.1", "n:threshold"])
+def test_parse_config_errors(bench, spec):
+    with pytest.raises(ValueError, match="config"):
+        bench.parse_config(spec)
+
+
+def test_default_configs_and_command_line(bench):
+    args = bench.parse_args(["--config", "g:denoise__method=gaussian", "--set",
+                             "featurizer__image_size=64", "--quick"])
+    names = [name for name, _ in args.parsed_configs]
+    assert names[:2] == ["patchcore", "default"] and names[-1] == "g"
+    for threshold in ("0.05", "0.15", "0.3", "0.5"):
+        assert f"default@{threshold}" in names
+    assert args.common == {"featurizer__image_size": 64}
+    assert args.seeds == [0] and args.n_train == 30 and args.overlap
+    assert bench.main(["--configs", "patchcore", "patchcore"]) == 2  # duplicate name
+
+
+@pytest.mark.parametrize("estimator", [SoftPatchClassifier, SoftPatchSegmenter])
+def test_configs_resolving_to_the_same_parameters_share_a_key(bench, estimator):
+    default = estimator(random_state=0)
+    threshold = default.get_params()["denoise__threshold"]
+    same = estimator(random_state=0).set_params(denoise__threshold=threshold)
+    other = estimator(random_state=0).set_params(denoise__threshold=0.42)
+    patchcore = estimator(random_state=0).set_params(denoise="passthrough")
+    assert bench.resolved_key(default) == bench.resolved_key(same)
+    assert bench.resolved_key(default) != bench.resolved_key(other)
+    assert bench.resolved_key(default) != bench.resolved_key(patchcore)
+
+
+def test_patch_masks_match_adaptive_max_pooling(bench):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    masks = rng.random((3, 37, 50)) > 0.97
+    expected = torch.nn.functional.adaptive_max_pool2d(
+        torch.from_numpy(masks.astype(np.float32))[:, None], (7, 9)
+    )[:, 0].numpy().reshape(3, -1) > 0
+    np.testing.assert_array_equal(bench.patch_masks(masks, (7, 9)), expected)
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_tables(bench, tmp_path):
+    # End to end through the public estimators: about a minute on 2 busy cores.
+    argv = [
+        "--datasets", "easy_object", "--seeds", "0", "1", "--noise", "0", "0.25",
+        "--configs", "patchcore", "default", "default@0.3", "--estimators", "classifier", "segmenter",
+        "--n-train", "8", "--n-test", "8", "--image-size", "32",
+        "--set", "featurizer__image_size=32", "--set", "featurizer__embed_dim=32",
+        "--out", str(tmp_path), "--no-plot",
+    ]
+    assert bench.main(argv) == 0
+    report = (tmp_path / "noise_robustness_easy_object.md").read_text()
+    for title in ("Image AUROC (classifier)", "Pixel AUROC (segmenter)", "AUPRO (segmenter)"):
+        assert title in report
+    runs = (tmp_path / "noise_robustness_runs.csv").read_text().splitlines()
+    # 2 seeds x 2 noise levels x 2 estimators x 3 configs, one row each.
+    assert len(runs) == 1 + 2 * 2 * 2 * 3
+    summary = (tmp_path / "noise_robustness_easy_object.csv").read_text()
+    assert "img_auroc" in summary and "aupro" in summary
