@@ -47,10 +47,15 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         Fraction of all training patches removed (those with the highest
         scores). 0 removes nothing (soft weighting only).
 
-    n_neighbors : int, default=6
+    n_neighbors : int or "auto", default=6
         Neighbours for ``"nearest"`` and ``"lof"`` (and ``"softpatch+"``).
         Values >= the number of training images are reduced to n_images - 1
         with a warning, as in :class:`sklearn.neighbors.LocalOutlierFactor`.
+        ``"auto"`` uses half the training images (``n_images // 2``): a
+        defect that recurs at the same position in many images (the same
+        part missing, say) forms a dense cluster there that a small ``k``
+        takes for normal; as long as fewer than half the images share it,
+        each of its patches still has normal patches among its neighbours.
 
     shrinkage : "auto" or float in [0, 1], default="auto"
         Covariance shrinkage for ``"gaussian"``: ``"auto"`` uses the
@@ -137,7 +142,7 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
     _parameter_constraints = {
         "method": [StrOptions({"lof", "nearest", "gaussian", "softpatch+"})],
         "threshold": [Interval(Real, 0, 1, closed="left")],
-        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "n_neighbors": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "shrinkage": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="both")],
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "soft_weights": ["boolean"],
@@ -266,6 +271,10 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         return X
 
     def _check_n_neighbors(self, n_images):
+        if self.n_neighbors == "auto":
+            # Half the images: a defect that recurs at one position in fewer
+            # than half of them still has normal patches among its neighbours.
+            return max(1, n_images // 2)
         if self.n_neighbors < n_images:
             return int(self.n_neighbors)
         import warnings

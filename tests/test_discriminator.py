@@ -142,3 +142,24 @@ def test_transform_checks_feature_count(rng):
     disc = NoiseDiscriminator(n_neighbors=3).fit(_planted(rng))
     with pytest.raises(ValueError, match="features per patch"):
         disc.transform(np.zeros((2, 12, 5), np.float32))
+
+
+@pytest.mark.parametrize("method", ["lof", "nearest"])
+def test_n_neighbors_auto_finds_recurring_defects(method, rng):
+    # The same defect at the same position in 8 of 30 images: with 6
+    # neighbours those 8 patches look like a dense normal cluster; with half
+    # the images as neighbours each of them has normal patches among its own.
+    X = rng.normal(size=(30, 12, 8)).astype(np.float32)
+    X[:8, 5] += 8.0 + 0.1 * rng.normal(size=(8, 8)).astype(np.float32)
+    threshold = 8 / X[..., 0].size
+    fixed = NoiseDiscriminator(method, threshold=threshold, n_neighbors=6).fit(X)
+    auto = NoiseDiscriminator(method, threshold=threshold, n_neighbors="auto").fit(X)
+    assert auto.n_neighbors_ == 15
+    assert not auto.kept_[:8, 5].any()
+    assert fixed.kept_[:8, 5].any()
+
+
+def test_n_neighbors_auto_is_half_the_images(rng):
+    for n_images in (2, 3, 11):
+        disc = NoiseDiscriminator(n_neighbors="auto").fit(_planted(rng, n_images=n_images))
+        assert disc.n_neighbors_ == max(1, n_images // 2)

@@ -270,3 +270,13 @@ def test_not_fitted_comes_before_input_validation(cls, method):
 
     with pytest.raises(NotFittedError):
         getattr(cls(), method)(np.zeros((5, 10)))
+
+
+@pytest.mark.parametrize("k", [1, 3, 10**6])
+def test_image_score_is_mean_of_k_largest_patch_scores(k, data):
+    train, X, _, _ = data
+    clf = _small(SoftPatchClassifier, denoise="passthrough", image_score_k=k).fit(train)
+    features = clf.pipeline_[0].transform(X[:3])
+    patch_anomaly = -WeightedCoreset(random_state=0).fit(clf.pipeline_[0].transform(train)).score_samples(features)
+    top = np.sort(patch_anomaly, axis=1)[:, -min(k, patch_anomaly.shape[1]):]
+    np.testing.assert_allclose(clf.score_samples(X[:3]), -top.mean(axis=1), rtol=1e-5)

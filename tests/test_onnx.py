@@ -268,3 +268,11 @@ def _read_rgb(path):
 
     with Image.open(path) as image:
         return image.convert("RGB")
+
+
+def test_top_k_image_score_is_exported(data, tmp_path):
+    train, X = data
+    est = _small(SoftPatchClassifier, denoise="passthrough").set_params(image_score_k=3).fit(train)
+    path = str(tmp_path / "top3.onnx")
+    export_onnx(est, path)
+    np.testing.assert_allclose(_run(path, X)["scores"], est.score_samples(X), rtol=RTOL)
