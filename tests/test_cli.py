@@ -242,6 +242,14 @@ def test_missing_and_tampered_models_exit_3(models, mvtec, tmp_path, capsys):
     assert err.startswith("skpatch inspect: error: ") and err.count("\n") == 1
     assert main(["inspect", str(tampered), "--debug"]) == EXIT_MODEL_FILE
     assert "Traceback" in capsys.readouterr().err
+    # A damaged zip directory: zipfile's NotImplementedError is a refused file too (#10).
+    data = bytearray(open(models["clf"], "rb").read())
+    directory = int.from_bytes(data[data.rfind(b"PK\x05\x06") + 16 :][:4], "little")
+    data[directory + 6] = 0xFF  # "version needed to extract": 25.5
+    tampered.write_bytes(bytes(data))
+    assert main(["inspect", str(tampered)]) == EXIT_MODEL_FILE
+    err = capsys.readouterr().err
+    assert "zip file version" in err and err.count("\n") == 1
 
 
 # -- evaluate and inspect -------------------------------------------------------
