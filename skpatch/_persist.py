@@ -383,8 +383,12 @@ def load_with_metadata(path, *, device=None):
 
 
 # What zipfile raises, besides BadZipFile, on a damaged central directory or
-# local header (found by flipping each byte of a saved file's directory, see
-# tests/test_persist.py); ValueError includes UnicodeDecodeError.
+# local header: an unsupported "zip file version" or compression method
+# (NotImplementedError) and an "encrypted" flag (RuntimeError) turned up when
+# flipping the bytes of a saved file's directory (tests/test_persist.py); the
+# rest is what zipfile and its decompressors raise on bad data (a name that is
+# not UTF-8 is a UnicodeDecodeError, a ValueError; stored bytes read as
+# deflate, bzip2 or lzma data fail in zlib, OSError or lzma).
 _ZIP_READ_ERRORS = (
     NotImplementedError, RuntimeError, ValueError, EOFError, OSError, OverflowError,
     struct.error, zlib.error, lzma.LZMAError,
@@ -409,10 +413,6 @@ def _read(path):
     except ModelFileError:
         raise
     except _ZIP_READ_ERRORS as exc:
-        # A damaged zip directory makes zipfile raise more than BadZipFile: an
-        # unsupported "zip file version" or compression method, an "encrypted"
-        # flag, a name that is not UTF-8, a decompressor's error on stored
-        # bytes, a short read.
         msg = f"Cannot read model file {path!r}: it is truncated or damaged ({type(exc).__name__}: {exc})."
         raise ModelFileError(msg) from None
     except (KeyError, TypeError, AttributeError) as exc:

@@ -361,6 +361,17 @@ def test_export_refuses_missing_and_tampered_models(models, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_export_of_an_approximate_search_warns_in_one_line(models, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    est = skpatch.load(models["clf"])
+    est.named_steps["coreset"].search = "ivf"  # the same inverted file, searched approximately
+    est.save(tmp_path / "ivf.skpatch")
+    assert main(["export", str(tmp_path / "ivf.skpatch"), "-o", str(tmp_path / "m.onnx")]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("skpatch export: warning: The memory step searches approximately")
+    assert lines[1].startswith("wrote ")
+
+
 def test_export_without_onnx_says_what_to_install(models, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
     assert main(["export", models["clf"], "-o", str(tmp_path / "m.onnx")]) == EXIT_MISSING_DEPENDENCY
