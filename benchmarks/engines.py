@@ -82,8 +82,10 @@ def make_engine(name, featurizer, threads, workdir):
         engine.featurizer = clone
     elif name == "channels_last":
         # PatchFeaturizer(engine="torch") as it is: channels_last.
+        # The class's _embed: score_with_stages replaces the instance's
+        # _embed by a wrapper calling this engine.
         def engine(batch):
-            return featurizer._embed(batch, featurizer.backbone_)
+            return type(featurizer)._embed(featurizer, batch, featurizer.backbone_)
     elif name == "compile":
         from skpatch._onnx import _FeatureGraph
 
@@ -252,20 +254,60 @@ def scoring_files(n_score, workdir):
 
 
 class _Timers:
-    """Accumulates the seconds spent in wrapped functions, by stage."""
+    """Accumulates the seconds spent in wrapped functions, by stage.
+
+    Each stage gets its own (exclusive) time: a timed call made inside
+    another one on the same thread is taken out of the outer one's time, so
+    that the main thread's stages add up to at most its wall time. Calls on
+    other threads (the decoding ahead of ``PatchFeaturizer.transform``) overlap
+    the main thread's work; they are kept apart, as ``"<stage> (threads)"``.
+    """
 
     def __init__(self):
+        import threading
+
         self.seconds = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._main = threading.main_thread()
 
     def wrap(self, stage, function, when=None):
+        import threading
+
         def wrapped(*args, **kwargs):
             if when is not None and not when(*args, **kwargs):
                 return function(*args, **kwargs)
+            stack = self._local.__dict__.setdefault("stack", [])
+            stack.append(0.0)  # seconds of the timed calls nested in this one
             start = _clock()
             try:
                 return function(*args, **kwargs)
             finally:
-                self.seconds[stage] = self.seconds.get(stage, 0.0) + _clock() - start
+                elapsed = _clock() - start
+                nested = stack.pop()
+                if stack:
+                    stack[-1] += elapsed
+                key = stage if threading.current_thread() is self._main else f"{stage} (threads)"
+                with self._lock:
+                    self.seconds[key] = self.seconds.get(key, 0.0) + elapsed - nested
+
+        return wrapped
+
+    def wrap_iterator(self, stage, make_iterator):
+        """``make_iterator`` whose iterators time each ``next()`` as ``stage``."""
+        timed_next = self.wrap(stage, next)
+
+        def wrapped(*args, **kwargs):
+            iterator = iter(make_iterator(*args, **kwargs))
+            try:
+                while True:
+                    try:
+                        item = timed_next(iterator)
+                    except StopIteration:
+                        return
+                    yield item
+            finally:
+                getattr(iterator, "close", lambda: None)()  # stops its decoding threads
 
         return wrapped
 
@@ -274,7 +316,9 @@ def score_with_stages(clf, paths, engine):
     """``clf.score_samples(paths)`` with ``engine`` as the featurizer's ``_embed``.
 
     Returns the scores, the seconds and the seconds per stage, measured by
-    wrapping the functions of the real code path.
+    wrapping the functions of the real code path. The main thread's stages
+    and ``other`` add up to the total; the ``(threads)`` stages ran in the
+    decoding threads, at the same time as the main thread's.
     """
     import types
 
@@ -284,9 +328,15 @@ def score_with_stages(clf, paths, engine):
     timers = _Timers()
     featurizer, coreset = clf.pipeline_[0], clf.pipeline_[-1]
     cnn_owner = getattr(engine, "featurizer", featurizer)
-    saved = images_module._load_item, images_module._to_float_rgb, featurizer_module.F
+    saved = (
+        images_module._load_item, images_module._to_float_rgb, featurizer_module.F,
+        featurizer_module.prefetch_map,
+    )
     images_module._load_item = timers.wrap("decode", saved[0])
     images_module._to_float_rgb = timers.wrap("uint8 -> float", saved[1])
+    # The main thread's wait for the next decoded batch (all of the decoding
+    # when it is not done ahead).
+    featurizer_module.prefetch_map = timers.wrap_iterator("decode wait", saved[3])
     functional = types.SimpleNamespace(**vars(torch.nn.functional))
     functional.interpolate = timers.wrap(
         "resize", torch.nn.functional.interpolate, when=lambda *a, **k: k.get("antialias")
@@ -302,19 +352,20 @@ def score_with_stages(clf, paths, engine):
         scores = clf.score_samples(paths)
         total = _clock() - start
     finally:
-        images_module._load_item, images_module._to_float_rgb, featurizer_module.F = saved
+        (
+            images_module._load_item, images_module._to_float_rgb, featurizer_module.F,
+            featurizer_module.prefetch_map,
+        ) = saved
         del featurizer._embed, coreset.score_samples
         if own_maps is None:
             del cnn_owner._maps
         else:
             cnn_owner._maps = own_maps
     stages = dict(timers.seconds)
-    embed = stages.pop("embed") - stages.get("resize", 0.0)
-    if "CNN" in stages:
-        stages["pooling"] = embed - stages["CNN"]
-    else:  # the engine runs CNN and pooling in one graph
-        stages["CNN + pooling (engine)"] = embed
-    stages["other"] = total - sum(stages.values())
+    # "embed" is what the engine spends outside the resize and the CNN.
+    embed = stages.pop("embed")
+    stages["pooling" if "CNN" in stages else "CNN + pooling (engine)"] = embed
+    stages["other"] = total - sum(v for k, v in stages.items() if not k.endswith("(threads)"))
     return scores, total, stages
 
 
@@ -384,7 +435,10 @@ def scoring_table(args, workdir):
             stage_names += [s for s in stages if s not in stage_names]
         except Exception as exc:
             rows.append(("exported graph", f"failed: {type(exc).__name__}: {str(exc)[:80]}", None, None, None))
-    order = ["decode", "uint8 -> float", "resize", "CNN", "pooling", "CNN + pooling (engine)", "search"]
+    order = [
+        "decode wait", "decode", "uint8 -> float", "resize", "CNN", "pooling", "CNN + pooling (engine)",
+        "search", "decode (threads)", "uint8 -> float (threads)",
+    ]
     stage_names = [s for s in order if s in stage_names] + [s for s in stage_names if s not in order and s != "other"] + ["other"]
     header = ["engine", "images/s", "ms/image", *[f"{s} ms/img" for s in stage_names], "max rel diff", "setup s"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -402,7 +456,11 @@ def scoring_table(args, workdir):
         "Stages: `decode` = PNG -> uint8 array (PIL); `uint8 -> float`; `resize` = antialiased "
         "256 -> 224; `CNN` = normalisation + backbone stages; `pooling` = local aggregation, "
         "upsampling, channel pooling; `search` = `WeightedCoreset.score_samples` (exact search); "
-        "`other` = the rest (validation, which opens every file for its size, batching, the max). "
+        "`decode wait` = the main thread waiting for the next decoded batch; "
+        "`(threads)` = time in the decoding threads, overlapping the main thread's stages (not "
+        "part of the total); `other` = the rest of the main thread's time (validation, which "
+        "opens every file for its size, batching, the max), so the stages without `(threads)` "
+        "and `other` add up to `ms/image`. "
         "`max rel diff` = max |score - eager score| / max |eager score|. `setup s` = engine "
         "export/compile (exported graph: `export_onnx`).",
     ]

@@ -7,7 +7,7 @@ stays clean. An error prints one line (the traceback only with ``--debug``).
 
 Each subcommand is a :class:`_Command` in ``_COMMANDS``: its name, one line
 of help, a function adding its arguments and one running it. A new
-subcommand (such as an ``export``) is one more entry there.
+subcommand is one more entry there.
 """
 
 import argparse
@@ -38,7 +38,7 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_ERROR}    error (unreadable image, invalid parameter, ...)
   {EXIT_USAGE}    usage error (unknown option, missing argument)
   {EXIT_MODEL_FILE}    model file refused (missing, truncated, modified, other format version)
-  {EXIT_MISSING_DEPENDENCY}    an optional dependency is missing (matplotlib for --overlays)
+  {EXIT_MISSING_DEPENDENCY}    an optional dependency is missing (matplotlib for --overlays, onnx for export)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
 
 _LIST_EXTENSIONS = (".txt", ".lst")
@@ -686,6 +686,42 @@ def _plain_params(step):
     }
 
 
+# -- export ---------------------------------------------------------------------
+
+
+def _add_export_arguments(parser):
+    parser.add_argument("model", metavar="MODEL", help="model file written by 'skpatch fit' or est.save()")
+    parser.add_argument("-o", "--output", required=True, metavar="ONNX", help="ONNX file to write (e.g. model.onnx)")
+    parser.add_argument("--input-dtype", choices=["uint8", "float32"], default="uint8", help="type of the graph's input images: uint8 in 0..255 or float32 in [0, 1] (default: %(default)s)")
+
+
+def _run_export(args):
+    import warnings
+
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        raise CommandError(f"cannot write {args.output!r}: the folder {folder!r} does not exist.")
+    _require_onnx()
+    from ._onnx import _summary, export_onnx
+
+    estimator, _ = _load_model(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        metadata = export_onnx(estimator, args.output, input_dtype=args.input_dtype)
+    for warning in caught:
+        # An approximate search (ivf, pynndescent): the graph's scores are exact ones.
+        _log(args, f"skpatch export: warning: {' '.join(str(warning.message).split())}")
+    _log(args, f"{_summary(args.output, metadata)} ({_size(args.output)})")
+
+
+def _require_onnx():
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        msg = "export needs the onnx package, which is not installed: pip install 'skpatch[export]' (onnx, onnxscript and onnxruntime)."
+        raise CommandError(msg, EXIT_MISSING_DEPENDENCY) from None
+
+
 # -- demo -----------------------------------------------------------------------
 
 
@@ -707,5 +743,6 @@ _COMMANDS = [
     _Command("score", "score any number of images with a saved model: CSV, maps, overlays, masks", _add_score_arguments, _run_score),
     _Command("evaluate", "image AUROC, pixel AUROC, AUPRO and F1-max on an MVTec AD-layout folder", _add_evaluate_arguments, _run_evaluate),
     _Command("inspect", "show what a model file holds", _add_inspect_arguments, _run_inspect),
+    _Command("export", "write a model file as one ONNX graph (images in, scores out) for onnxruntime", _add_export_arguments, _run_export),
     _Command("demo", "fit, score and draw a figure on the bottle data (or generated images)", _add_demo_arguments, _run_demo),
 ]

@@ -33,10 +33,13 @@ code comes from the format itself: no pickle, and only trusted classes.
 import hashlib
 import io
 import json
+import lzma
 import math
 import os
 import platform
+import struct
 import zipfile
+import zlib
 
 import numpy as np
 import torch
@@ -379,6 +382,19 @@ def load_with_metadata(path, *, device=None):
     return estimator, metadata
 
 
+# What zipfile raises, besides BadZipFile, on a damaged central directory or
+# local header: an unsupported "zip file version" or compression method
+# (NotImplementedError) and an "encrypted" flag (RuntimeError) turned up when
+# flipping the bytes of a saved file's directory (tests/test_persist.py); the
+# rest is what zipfile and its decompressors raise on bad data (a name that is
+# not UTF-8 is a UnicodeDecodeError, a ValueError; stored bytes read as
+# deflate, bzip2 or lzma data fail in zlib, OSError or lzma).
+_ZIP_READ_ERRORS = (
+    NotImplementedError, RuntimeError, ValueError, EOFError, OSError, OverflowError,
+    struct.error, zlib.error, lzma.LZMAError,
+)
+
+
 def _read(path):
     """Open, check and read a model file: ``(metadata, tree, arrays)``."""
     path = os.fspath(path)
@@ -394,8 +410,11 @@ def _read(path):
     except zipfile.BadZipFile as exc:
         msg = f"{path!r} is not a skpatch model file, or it is truncated or damaged ({exc})."
         raise ModelFileError(msg) from None
-    except (OSError, EOFError) as exc:
-        raise ModelFileError(f"Cannot read model file {path!r}: it is truncated or damaged ({exc}).") from None
+    except ModelFileError:
+        raise
+    except _ZIP_READ_ERRORS as exc:
+        msg = f"Cannot read model file {path!r}: it is truncated or damaged ({type(exc).__name__}: {exc})."
+        raise ModelFileError(msg) from None
     except (KeyError, TypeError, AttributeError) as exc:
         # Only a file edited by hand (with its hashes rewritten) gets here.
         raise ModelFileError(f"{path!r} is damaged: its metadata is malformed ({type(exc).__name__}: {exc}).") from None

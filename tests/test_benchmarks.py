@@ -110,3 +110,39 @@ def test_tiny_run_writes_tables(bench, tmp_path):
     assert len(runs) == 1 + 2 * 2 * 2 * 3
     summary = (tmp_path / "noise_robustness_easy_object.csv").read_text()
     assert "img_auroc" in summary and "aupro" in summary
+
+
+@pytest.fixture(scope="module")
+def engines():
+    path = SCRIPT.parent / "engines.py"
+    spec = importlib.util.spec_from_file_location("engines", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_engines_scoring_stages_add_up(engines, tmp_path):
+    """benchmarks/engines.py's scoring part: the torch engine runs (no recursion into the
+    timing wrapper), scores are the model's, and the main thread's stages leave `other` >= 0
+    although decoding runs ahead in threads."""
+    from PIL import Image
+
+    from skpatch.datasets import make_defects
+
+    X, _, _ = make_defects(12, image_size=64, kind="object", defect_ratio=0.0, random_state=0)
+    paths = []
+    for i, image in enumerate(X):
+        paths.append(str(tmp_path / f"{i:02d}.png"))
+        Image.fromarray(image).save(paths[-1])
+    clf = SoftPatchClassifier(random_state=0).set_params(
+        featurizer__image_size=48, featurizer__embed_dim=64, featurizer__batch_size=4, denoise__n_neighbors=4
+    ).fit(paths)
+    expected = clf.score_samples(paths)
+    engine, _ = engines.make_engine("channels_last", clf.pipeline_[0], 1, str(tmp_path))
+    scores, total, stages = engines.score_with_stages(clf, paths, engine)
+    np.testing.assert_array_equal(scores, expected)
+    assert {"CNN", "pooling", "resize", "search", "decode (threads)", "decode wait"} <= set(stages)
+    assert stages["other"] >= -1e-9
+    main_thread = sum(v for k, v in stages.items() if not k.endswith("(threads)"))
+    assert main_thread == pytest.approx(total)
+    assert "_embed" not in vars(clf.pipeline_[0])  # the wrappers are gone

@@ -242,6 +242,14 @@ def test_missing_and_tampered_models_exit_3(models, mvtec, tmp_path, capsys):
     assert err.startswith("skpatch inspect: error: ") and err.count("\n") == 1
     assert main(["inspect", str(tampered), "--debug"]) == EXIT_MODEL_FILE
     assert "Traceback" in capsys.readouterr().err
+    # A damaged zip directory: zipfile's NotImplementedError is a refused file too (#10).
+    data = bytearray(open(models["clf"], "rb").read())
+    directory = int.from_bytes(data[data.rfind(b"PK\x05\x06") + 16 :][:4], "little")
+    data[directory + 6] = 0xFF  # "version needed to extract": 25.5
+    tampered.write_bytes(bytes(data))
+    assert main(["inspect", str(tampered)]) == EXIT_MODEL_FILE
+    err = capsys.readouterr().err
+    assert "zip file version" in err and err.count("\n") == 1
 
 
 # -- evaluate and inspect -------------------------------------------------------
@@ -295,6 +303,96 @@ def test_inspect_reads_a_fitted_threshold_when_there_is_one(models, tmp_path, ca
     est.save(tmp_path / "m.skpatch")
     assert main(["inspect", str(tmp_path / "m.skpatch"), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["removal_ratio"] == 0.07
+
+
+# -- export ---------------------------------------------------------------------
+
+# tests/test_onnx.py's documented tolerance: scores within 1e-4 relative.
+ONNX_RTOL = 1e-4
+
+
+def _onnx_outputs(path, images):
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {"images": images})))
+
+
+def _read_rgb(paths):
+    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+
+
+def test_export_writes_a_graph_that_scores_as_the_model(models, mvtec, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    paths = _test_paths(mvtec)
+    images = _read_rgb(paths)
+    path = str(tmp_path / "clf.onnx")
+    assert main(["export", models["clf"], "-o", path]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"wrote {path}: SoftPatchClassifier; input images uint8 (n, 64, 64, 3)")
+    est = skpatch.load(models["clf"])
+    np.testing.assert_allclose(_onnx_outputs(path, images)["scores"], est.score_samples(paths), rtol=ONNX_RTOL)
+    # --input-dtype float32: images in [0, 1]; a segmenter's maps.
+    path = str(tmp_path / "seg.onnx")
+    assert main(["export", models["seg"], "-o", path, "--input-dtype", "float32", "-q"]) == 0
+    assert capsys.readouterr().err == ""
+    out = _onnx_outputs(path, images.astype(np.float32) / 255)
+    maps = skpatch.load(models["seg"]).score_samples(paths)
+    np.testing.assert_allclose(out["maps"], maps, rtol=ONNX_RTOL, atol=ONNX_RTOL * np.abs(maps).max())
+
+
+def test_export_refuses_missing_and_tampered_models(models, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(tmp_path / "none.skpatch"), "-o", str(out)]) == EXIT_MODEL_FILE
+    err = capsys.readouterr().err
+    assert err.startswith("skpatch export: error: ") and "does not exist" in err and err.count("\n") == 1
+    tampered = tmp_path / "t.skpatch"
+    data = bytearray(open(models["clf"], "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    tampered.write_bytes(bytes(data))
+    assert main(["export", str(tampered), "-o", str(out)]) == EXIT_MODEL_FILE
+    err = capsys.readouterr().err
+    assert err.startswith("skpatch export: error: ") and err.count("\n") == 1
+    assert main(["export", models["clf"], "-o", str(tmp_path / "no" / "m.onnx")]) == EXIT_ERROR
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["export", models["clf"]]) == EXIT_USAGE  # no -o
+    assert main(["export", models["clf"], "-o", str(out), "--input-dtype", "float64"]) == EXIT_USAGE
+    assert not out.exists()
+
+
+def test_export_of_an_approximate_search_warns_in_one_line(models, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    est = skpatch.load(models["clf"])
+    est.named_steps["coreset"].search = "ivf"  # the same inverted file, searched approximately
+    est.save(tmp_path / "ivf.skpatch")
+    assert main(["export", str(tmp_path / "ivf.skpatch"), "-o", str(tmp_path / "m.onnx")]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("skpatch export: warning: The memory step searches approximately")
+    assert lines[1].startswith("wrote ")
+
+
+def test_export_without_onnx_says_what_to_install(models, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
+    assert main(["export", models["clf"], "-o", str(tmp_path / "m.onnx")]) == EXIT_MISSING_DEPENDENCY
+    err = capsys.readouterr().err
+    assert "pip install 'skpatch[export]'" in err and err.count("\n") == 1
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_subprocess(models, mvtec, tmp_path):
+    pytest.importorskip("onnx")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(skpatch.__file__)), os.environ.get("PYTHONPATH", "")])}
+    path = tmp_path / "m.onnx"
+    result = subprocess.run(
+        [sys.executable, "-m", "skpatch", "export", models["clf"], "-o", str(path)],
+        capture_output=True, text=True, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr.startswith(f"wrote {path}: ") and result.stderr.count("\n") == 1
+    paths = _test_paths(mvtec)[:6]
+    scores = _onnx_outputs(str(path), _read_rgb(paths))["scores"]
+    np.testing.assert_allclose(scores, skpatch.load(models["clf"]).score_samples(paths), rtol=ONNX_RTOL)
 
 
 # -- inputs ---------------------------------------------------------------------
