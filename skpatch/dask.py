@@ -496,45 +496,53 @@ class _DistributedFit:
             raise TypeError(msg)
         parts = _partitions(images, _round_to_batches(featurizer, self.partition_size))
         featurizer.fit(_first_image(parts[0]))
-        features = featurize(featurizer, images, client=self.client, partition_size=self.partition_size)
+        features = featurize(
+            featurizer, images, client=self.client, partition_size=self.partition_size, persist=False
+        )
         n_images = features.shape[0]
         if n_images < 2:
             raise ValueError(f"skpatch.dask.fit needs at least 2 training images; got {n_images}.")
+        # The one shuffle: from image partitions (as featurized) to chunks of
+        # all images at a range of positions. Only the position chunks are
+        # kept, so each worker holds about 1 / n_workers of the features.
+        by_position = self.client.persist(_by_position(features, self.client))
         if denoise == "passthrough":
             kept, weights = None, None
         else:
             denoise._validate_params()
-            kept, weights = _fit_discriminator(denoise, features, self.client)
+            kept, weights = _fit_discriminator(denoise, by_position, self.client)
         coreset._validate_params()
-        _fit_coreset(coreset, features, kept, weights, self.client, self.oversample)
+        _fit_coreset(coreset, by_position, kept, weights, self.client, self.oversample)
         est.pipeline_ = Pipeline([("featurizer", featurizer), ("denoise", denoise), ("coreset", coreset)])
         est.n_train_images_ = int(n_images)
         est.image_size_ = _image_size(parts[0])
-        self._finish(features)
+        self._finish(by_position)
         return est
 
-    def _finish(self, features):
-        """``train_scores_`` / ``offset_`` as ``estimator.fit`` sets them."""
+    def _finish(self, by_position):
+        """``train_scores_`` / ``offset_`` as ``estimator.fit`` sets them.
+
+        Leave-one-image-out patch scores only need each patch's own image,
+        so they are computed on the position chunks, gathered as
+        ``(n_images, n_patches)`` and aggregated here as ``fit`` does.
+        """
         from ._classifier import SoftPatchClassifier
 
         est = self.estimator
+        n_images = by_position.shape[0]
         if isinstance(est, SoftPatchClassifier):
-            shipped = self.client.scatter(est, broadcast=True, hash=False)
-            starts = np.concatenate([[0], np.cumsum(features.chunks[0])[:-1]])
-            blocks = features.to_delayed().reshape(-1)
-            futures = [
-                self.client.compute(_delayed(_train_image_anomaly)(shipped, block, int(start)))
-                for block, start in zip(blocks, starts)
-            ]
-            anomaly = np.concatenate(self.client.gather(futures))
-            est.train_scores_ = -anomaly
-            est.offset_ = est._offset(anomaly)
+            indices = np.arange(n_images)
+        else:
+            indices = est._offset_sample(n_images)
+        coreset = self.client.scatter(est.pipeline_[-1], broadcast=True, hash=False)
+        blocks = by_position.to_delayed().reshape(-1)
+        parts = self.client.compute([_delayed(_leave_one_out_block)(coreset, block, indices) for block in blocks])
+        patch_maps = est._patch_map(-np.concatenate(self.client.gather(parts), axis=1))
+        if isinstance(est, SoftPatchClassifier):
+            est.train_scores_ = -est._image_anomaly(patch_maps)
+            est.offset_ = est._offset(-est.train_scores_)
             return
-        indices = est._offset_sample(features.shape[0])
-        subset = features[indices].compute()
-        patch_maps = est._patch_map(-est.pipeline_[-1]._score_leave_one_out(subset, indices))
-        size = est.pipeline_[0]._image_size()
-        est.offset_ = est._offset(est._to_pixels(patch_maps, size))
+        est.offset_ = est._offset(est._to_pixels(patch_maps, est.pipeline_[0]._image_size()))
 
 
 def _delayed(func):
@@ -549,36 +557,44 @@ def _image_size(part):
     return check_images(_first_image(part)).image_size
 
 
-def _train_image_anomaly(estimator, features, start):
-    """Leave-one-image-out anomaly of training images ``start:start+len``."""
-    indices = np.arange(start, start + len(features))
-    patch_maps = estimator._patch_map(-estimator.pipeline_[-1]._score_leave_one_out(features, indices))
-    return estimator._image_anomaly(patch_maps)
+def _leave_one_out_block(coreset, block, indices):
+    """Leave-one-image-out scores ``(len(indices), width)`` of a position chunk."""
+    return coreset._score_leave_one_out(np.asarray(block)[indices], indices)
+
+
+def _by_position(features, client):
+    """``features`` rechunked to all images x a range of positions (a lazy shuffle).
+
+    Chunks hold at most ``_POSITION_CHUNK_BYTES`` and there are at least two
+    per worker. Scores are computed per position, so the chunking does not
+    change them (tests check that they equal the single-process ones).
+    """
+    n_images, n_patches, n_features = features.shape
+    per_position = n_images * n_features * features.dtype.itemsize
+    n_workers = max(1, len(client.scheduler_info().get("workers", ())))
+    n_chunks = max(2 * n_workers, math.ceil(per_position * n_patches / _POSITION_CHUNK_BYTES))
+    step = max(1, math.ceil(n_patches / n_chunks))
+    return features.rechunk((n_images, step, n_features))
 
 
 # -- the noise discriminator, position-chunk by position-chunk ---------------------
 
 
 def _fit_discriminator(disc, features, client):
-    """Fit ``disc`` on the distributed ``features``; return dask ``kept``, ``weights``."""
+    """Fit ``disc`` on ``features`` chunked by position; return dask ``kept``, ``weights``.
+
+    ``kept`` and ``weights`` stay on the workers, chunked as ``features``.
+    """
     import dask.array as da
     from sklearn import get_config
 
-    from ._discriminator import _NEEDED_SCORES, _positions_per_chunk
+    from ._discriminator import _NEEDED_SCORES
 
     n_images, n_patches, n_features = features.shape
     disc.n_features_in_ = int(n_features)
     disc.n_neighbors_ = disc._check_n_neighbors(n_images)
     names = _NEEDED_SCORES[disc.method]
-    projection = disc._projection(n_features)
-    n_dims = n_features if projection is None else projection.shape[1]
-    # Position chunks are whole multiples of the single-process inner chunk,
-    # so every batched torch call sees the same positions: identical scores.
-    inner = _positions_per_chunk(n_images, n_dims)
-    per_position = n_images * n_features * features.dtype.itemsize
-    step = inner * max(1, _POSITION_CHUNK_BYTES // max(1, per_position * inner))
-    step = min(step, n_patches)
-    by_position = features.rechunk((n_images, step, n_features))  # the shuffle
+    by_position = features
     working_memory = get_config()["working_memory"]
     blocks = by_position.to_delayed().reshape(-1)
     raw = da.concatenate(
@@ -596,9 +612,8 @@ def _fit_discriminator(disc, features, client):
         # Global ranks of every patch against every other: gathered here.
         gathered = raw.compute()
         disc._fit_from_raw({name: gathered[i] for i, name in enumerate(names)})
-        return da.from_array(disc.kept_, chunks=(features.chunks[0], -1)), da.from_array(
-            disc.weights_, chunks=(features.chunks[0], -1)
-        )
+        chunks = (n_images, features.chunks[1])
+        return da.from_array(disc.kept_, chunks=chunks), da.from_array(disc.weights_, chunks=chunks)
     scores = raw[0]
     kept, threshold_value, selector = _keep_mask_distributed(scores, disc.threshold, client)
     if disc.method == "lof":
@@ -608,10 +623,8 @@ def _fit_discriminator(disc, features, client):
         weights = scores / median if median > 0 else da.ones_like(scores)
     if not disc.soft_weights:
         weights = da.ones_like(scores)
-    # Back to image chunks for the coresets (a small shuffle: no features),
-    # kept on the workers; the fitted attributes are gathered here.
-    chunks = (features.chunks[0], -1)
-    kept, weights = client.persist([kept.rechunk(chunks), weights.astype(np.float32).rechunk(chunks)])
+    # Kept on the workers for the coresets; the fitted attributes are gathered here.
+    kept, weights = client.persist([kept, weights.astype(np.float32)])
     disc.scores_, disc.kept_, disc.weights_ = client.compute([scores, kept, weights], sync=True)
     disc.score_threshold_ = threshold_value
     return kept, weights
@@ -759,7 +772,12 @@ class _Selector:
 
 
 def _fit_coreset(coreset, features, kept, weights, client, oversample):
-    """Local greedy k-center per partition, then greedy k-center on their union."""
+    """Local greedy k-center per position chunk, then greedy k-center on their union.
+
+    A composable coreset needs only some partition of the patches; the
+    position chunks of the shuffle are one, and are already where the
+    kept mask and weights are.
+    """
     from sklearn.utils import check_random_state
 
     n_images, n_patches, n_features = features.shape
@@ -769,40 +787,46 @@ def _fit_coreset(coreset, features, kept, weights, client, oversample):
         # The single-process projection: the first draw from the same seed.
         projection = rng.standard_normal((n_features, coreset.projection_dim)).astype(np.float32)
         projection /= np.sqrt(coreset.projection_dim, dtype=np.float32)
-    n_total = n_images * n_patches
-    n_select = max(1, math.ceil(coreset.sampling_ratio * n_total - 1e-9))
-    seeds = rng.randint(np.iinfo(np.int32).max, size=len(features.chunks[0]) + 1)
-    starts = _block_starts(features.chunks[0])
+    n_select = max(1, math.ceil(coreset.sampling_ratio * n_images * n_patches - 1e-9))
+    widths = features.chunks[1]
+    seeds = rng.randint(np.iinfo(np.int32).max, size=len(widths) + 1)
     blocks = features.to_delayed().reshape(-1)
     kept_blocks = [None] * len(blocks) if kept is None else kept.to_delayed().reshape(-1)
     weight_blocks = [None] * len(blocks) if weights is None else weights.to_delayed().reshape(-1)
     local = [
         _delayed(_local_coreset)(
             block, kb, wb, int(start), n_patches, projection,
-            math.ceil(oversample * coreset.sampling_ratio * n * n_patches - 1e-9), coreset, int(seed),
+            math.ceil(oversample * coreset.sampling_ratio * n_images * width - 1e-9), coreset, int(seed),
         )
-        for block, kb, wb, start, n, seed in zip(blocks, kept_blocks, weight_blocks, starts, features.chunks[0], seeds)
+        for block, kb, wb, start, width, seed in zip(
+            blocks, kept_blocks, weight_blocks, _block_starts(widths), widths, seeds
+        )
     ]
     merged = client.compute(_delayed(_merge_coresets)(local, n_select, coreset, int(seeds[-1]), n_patches))
-    fitted = merged.result()
-    coreset.__dict__.update(fitted.__dict__)
+    coreset.__dict__.update(merged.result().__dict__)
     return coreset
 
 
 def _local_coreset(features, kept, weights, start, n_patches, projection, n_local, coreset, seed):
-    """A partition's greedy k-center centres: (flat indices, projected, features, weights)."""
+    """A position chunk's greedy k-center centres.
+
+    Returns their flat training indices (``image * n_patches + position``),
+    projected points, features and weights.
+    """
     import torch
 
     from ._kcenter import greedy_kcenter
     from ._threads import torch_threads
 
     features = np.asarray(features)
-    flat = features.reshape(-1, features.shape[2])
+    n_images, width, n_features = features.shape
+    flat = features.reshape(-1, n_features)
     candidates = np.arange(len(flat)) if kept is None else np.flatnonzero(np.asarray(kept).reshape(-1))
     w = np.ones(len(flat), np.float32) if weights is None else np.asarray(weights, np.float32).reshape(-1)
     if candidates.size == 0:
-        empty = np.empty((0, flat.shape[1]), np.float32)
-        return np.empty(0, np.int64), empty if projection is None else np.empty((0, projection.shape[1]), np.float32), empty, np.empty(0, np.float32)
+        dim = n_features if projection is None else projection.shape[1]
+        return (np.empty(0, np.int64), np.empty((0, dim), np.float32),
+                np.empty((0, n_features), np.float32), np.empty(0, np.float32))
     rng = np.random.RandomState(seed)
     with torch_threads(coreset.n_jobs):
         points = np.asarray(flat[candidates], dtype=np.float32)
@@ -811,7 +835,9 @@ def _local_coreset(features, kept, weights, start, n_patches, projection, n_loca
         n_local = min(candidates.size, max(1, n_local))
         chosen = greedy_kcenter(points, n_local, n_cells=coreset._n_cells(candidates.size), rng=rng)
     rows = candidates[chosen]
-    return (rows + start * n_patches, points[chosen], np.ascontiguousarray(flat[rows], dtype=np.float32), w[rows])
+    image, position = np.divmod(rows, width)
+    flat_index = image.astype(np.int64) * n_patches + start + position
+    return flat_index, points[chosen], np.ascontiguousarray(flat[rows], dtype=np.float32), w[rows]
 
 
 def _merge_coresets(local, n_select, coreset, seed, n_patches):
