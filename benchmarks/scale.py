@@ -22,6 +22,7 @@ Prints a Markdown table. Run from the repository root::
 
     python benchmarks/scale.py                                          # 200 + 400 images
     python benchmarks/scale.py --fit-images 1000 --score-images 5000    # the issue's sizes
+    python benchmarks/scale.py --fit-images 1000 --tasks fit --workers 2  # the fit only
 """
 
 import argparse
@@ -94,14 +95,14 @@ def _worker_stats(dask_worker):
     return {"rss": _peak_rss_mib(), "sent": dask_worker.transfer_outgoing_bytes_total}
 
 
-def run_cluster(n_workers, fit_paths, score_paths, model_file):
+def run_cluster(n_workers, fit_paths, score_paths, model_file, tasks):
     from distributed import Client, LocalCluster
 
     import skpatch.dask
     from skpatch import SoftPatchClassifier, load
 
     rows = {}
-    for task in ("fit", "score"):
+    for task in tasks:
         # A fresh cluster per task, so that each peak RSS is that task's.
         with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                           dashboard_address=None, silence_logs=40) as cluster, Client(cluster) as client:
@@ -127,6 +128,7 @@ def main(argv=None):
     parser.add_argument("--fit-images", type=int, default=200)
     parser.add_argument("--score-images", type=int, default=400)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--tasks", nargs="+", choices=["fit", "score"], default=["fit", "score"])
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "skpatch-scale"))
     parser.add_argument("--_single", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -134,25 +136,27 @@ def main(argv=None):
         single_process(*args._single)
         return 0
     fit_paths = write_images(os.path.join(args.workdir, "fit"), args.fit_images, seed=1)
-    score_paths = write_images(os.path.join(args.workdir, "score"), args.score_images, seed=2)
+    score_paths = write_images(os.path.join(args.workdir, "score"), args.score_images if "score" in args.tasks else 0, seed=2)
     model_file = os.path.join(args.workdir, "single.skpatch")
     fit = run_single("fit", fit_paths, model_file, args.workdir)
-    score = run_single("score", score_paths, model_file, args.workdir)
-    reference = np.asarray(score["scores"])
+    score = run_single("score", score_paths, model_file, args.workdir) if "score" in args.tasks else None
     feature_mib = args.fit_images * 784 * 256 * 4 / 2**20
     print(f"\nfit: {args.fit_images} images ({feature_mib:.0f} MiB of features); "
-          f"score: {args.score_images} images; 256 px PNGs, default SoftPatchClassifier\n")
+          f"score: {args.score_images if score else 0} images; 256 px PNGs, default SoftPatchClassifier\n")
     print("| run | task | wall (s) | peak RSS per process (MiB) | moved between workers (MiB) |")
     print("|---|---|---:|---:|---:|")
     print(f"| one process | fit | {fit['wall']:.1f} | {fit['rss']:.0f} | - |")
-    print(f"| one process | score | {score['wall']:.1f} | {score['rss']:.0f} | - |")
+    if score is not None:
+        print(f"| one process | score | {score['wall']:.1f} | {score['rss']:.0f} | - |")
     for n_workers in args.workers:
-        rows = run_cluster(n_workers, fit_paths, score_paths, model_file)
-        identical = np.array_equal(np.asarray(rows["score"]["scores"]), reference)
-        for task in ("fit", "score"):
+        rows = run_cluster(n_workers, fit_paths, score_paths, model_file, args.tasks)
+        for task in args.tasks:
             row = rows[task]
             rss = " / ".join(f"{r:.0f}" for r in row["rss"])
-            note = f" (scores identical: {identical})" if task == "score" else ""
+            note = ""
+            if task == "score":
+                identical = np.array_equal(np.asarray(row["scores"]), np.asarray(score["scores"]))
+                note = f" (scores identical: {identical})"
             print(f"| {n_workers} worker{'s' * (n_workers > 1)} | {task}{note} | {row['wall']:.1f} | "
                   f"{rss} | {row['moved'] / 2**20:.0f} |", flush=True)
     return 0
