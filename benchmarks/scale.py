@@ -64,9 +64,12 @@ def _peak_rss_mib():
 
 def single_process(task, paths_file, model_file):
     """Run in a fresh subprocess: fit or score in one process, print JSON."""
+    import sklearn
     import torch
 
     torch.set_num_threads(1)
+    if os.environ.get("SKPATCH_SCALE_WORKING_MEMORY"):
+        sklearn.set_config(working_memory=int(os.environ["SKPATCH_SCALE_WORKING_MEMORY"]))
     from skpatch import SoftPatchClassifier, load
 
     with open(paths_file) as file:
@@ -128,10 +131,17 @@ def main(argv=None):
     parser.add_argument("--fit-images", type=int, default=200)
     parser.add_argument("--score-images", type=int, default=400)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--working-memory", type=int, default=None,
+                        help="sklearn working_memory (MiB) for every run; default: sklearn's (1024)")
     parser.add_argument("--tasks", nargs="+", choices=["fit", "score"], default=["fit", "score"])
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "skpatch-scale"))
     parser.add_argument("--_single", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.working_memory is not None:
+        import sklearn
+
+        sklearn.set_config(working_memory=args.working_memory)
+        os.environ["SKPATCH_SCALE_WORKING_MEMORY"] = str(args.working_memory)  # for the subprocess
     if args._single:
         single_process(*args._single)
         return 0
@@ -141,7 +151,8 @@ def main(argv=None):
     fit = run_single("fit", fit_paths, model_file, args.workdir)
     score = run_single("score", score_paths, model_file, args.workdir) if "score" in args.tasks else None
     feature_mib = args.fit_images * 784 * 256 * 4 / 2**20
-    print(f"\nfit: {args.fit_images} images ({feature_mib:.0f} MiB of features); "
+    wm = args.working_memory or 1024
+    print(f"\nworking_memory={wm} MiB; fit: {args.fit_images} images ({feature_mib:.0f} MiB of features); "
           f"score: {args.score_images if score else 0} images; 256 px PNGs, default SoftPatchClassifier\n")
     print("| run | task | wall (s) | peak RSS per process (MiB) | moved between workers (MiB) |")
     print("|---|---|---:|---:|---:|")

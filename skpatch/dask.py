@@ -261,6 +261,12 @@ def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0):
 
     Notes
     -----
+    The workers' chunked distance computations follow the client's
+    ``sklearn.get_config()["working_memory"]`` (as one process would);
+    lower it with ``sklearn.config_context(working_memory=...)`` around
+    the call to lower each worker's peak memory. Results do not depend on
+    it.
+
     ``train_scores_`` (classifier) are computed on the workers, partition
     by partition; the segmenter's ``offset_`` uses at most 64 training
     images, gathered on the client. The fitted ``scores_``, ``kept_`` and
@@ -389,7 +395,7 @@ def _partitions(images, size):
         return [_DelayedPart(block, n) for block, n in zip(blocks, images.rechunk({0: size}).chunks[0])]
     if isinstance(images, np.ndarray) and images.dtype != object and images.dtype.kind not in "US":
         if images.ndim != 4:
-            msg = f"An array of images must have shape (n, H, W, C); got {images.shape} (see skpatch.check_images)."
+            msg = f"An array of images must have shape (n, H, W, C); got {images.shape} (channels last; X[None] for one image)."
             raise ValueError(msg)
         items = images
     else:
@@ -534,9 +540,14 @@ class _DistributedFit:
             indices = np.arange(n_images)
         else:
             indices = est._offset_sample(n_images)
+        from sklearn import get_config
+
         coreset = self.client.scatter(est.pipeline_[-1], broadcast=True, hash=False)
         blocks = by_position.to_delayed().reshape(-1)
-        parts = self.client.compute([_delayed(_leave_one_out_block)(coreset, block, indices) for block in blocks])
+        memory = get_config()["working_memory"]
+        parts = self.client.compute(
+            [_delayed(_leave_one_out_block)(coreset, block, indices, memory) for block in blocks]
+        )
         patch_maps = est._patch_map(-np.concatenate(self.client.gather(parts), axis=1))
         if isinstance(est, SoftPatchClassifier):
             est.train_scores_ = -est._image_anomaly(patch_maps)
@@ -557,9 +568,12 @@ def _image_size(part):
     return check_images(_first_image(part)).image_size
 
 
-def _leave_one_out_block(coreset, block, indices):
+def _leave_one_out_block(coreset, block, indices, working_memory):
     """Leave-one-image-out scores ``(len(indices), width)`` of a position chunk."""
-    return coreset._score_leave_one_out(np.asarray(block)[indices], indices)
+    from sklearn import config_context
+
+    with config_context(working_memory=working_memory):
+        return coreset._score_leave_one_out(np.asarray(block)[indices], indices)
 
 
 def _by_position(features, client):

@@ -300,9 +300,14 @@ def test_distributed_fit_segmenter_and_passthrough(client, data):
     seg = skpatch.dask.fit(_small(SoftPatchSegmenter), X[:16], client=client, partition_size=8)
     maps = seg.score_samples(X[:8])
     assert maps.shape == (8, 64, 64) and np.isfinite(seg.offset_)
+    import dask.array as da
+
+    # PatchCore, from a dask array of images.
     patchcore = _small(SoftPatchClassifier, denoise="passthrough")
-    patchcore = skpatch.dask.fit(patchcore, X[:16], client=client, partition_size=4)
+    images = da.from_array(X[:16], chunks=(6, 64, 64, 3))
+    patchcore = skpatch.dask.fit(patchcore, images, client=client, partition_size=4)
     assert len(patchcore.pipeline_[2].memory_bank_) == int(np.ceil(0.1 * 16 * 64))
+    assert patchcore.image_size_ == (64, 64) and patchcore.n_train_images_ == 16
 
 
 def test_distributed_threshold_with_ties(client):
