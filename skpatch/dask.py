@@ -237,7 +237,8 @@ def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0):
     The result is an ordinary fitted estimator: it scores, saves and
     exports like one fitted by ``estimator.fit``. Its features and
     discriminator (``scores_``, ``kept_``, ``weights_``) equal the
-    single-process ones; its memory bank differs, with a coverage radius
+    single-process ones bit for bit (at the same torch thread count per
+    process); its memory bank differs, with a coverage radius
     close to the single-process one (within 1.25x in the tests).
 
     Parameters
