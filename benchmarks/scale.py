@@ -98,7 +98,7 @@ def _worker_stats(dask_worker):
     return {"rss": _peak_rss_mib(), "sent": dask_worker.transfer_outgoing_bytes_total}
 
 
-def run_cluster(n_workers, fit_paths, score_paths, model_file, tasks):
+def run_cluster(n_workers, fit_paths, score_paths, model_file, tasks, shuffle="tasks"):
     from distributed import Client, LocalCluster
 
     import skpatch.dask
@@ -113,7 +113,7 @@ def run_cluster(n_workers, fit_paths, score_paths, model_file, tasks):
             before = sum(s["sent"] for s in client.run(_worker_stats).values())
             start = time.perf_counter()
             if task == "fit":
-                skpatch.dask.fit(SoftPatchClassifier(random_state=0), fit_paths, client=client)
+                skpatch.dask.fit(SoftPatchClassifier(random_state=0), fit_paths, client=client, shuffle=shuffle)
                 scores = None
             else:
                 scores = skpatch.dask.score_images(load(model_file), score_paths, client=client)
@@ -133,6 +133,9 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--working-memory", type=int, default=None,
                         help="sklearn working_memory (MiB) for every run; default: sklearn's (1024)")
+    parser.add_argument("--shuffle", choices=["tasks", "p2p"], default="tasks",
+                        help="skpatch.dask.fit(shuffle=...)")
+    parser.add_argument("--no-single", action="store_true", help="skip the single-process runs")
     parser.add_argument("--tasks", nargs="+", choices=["fit", "score"], default=["fit", "score"])
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "skpatch-scale"))
     parser.add_argument("--_single", nargs=3, help=argparse.SUPPRESS)
@@ -148,19 +151,20 @@ def main(argv=None):
     fit_paths = write_images(os.path.join(args.workdir, "fit"), args.fit_images, seed=1)
     score_paths = write_images(os.path.join(args.workdir, "score"), args.score_images if "score" in args.tasks else 0, seed=2)
     model_file = os.path.join(args.workdir, "single.skpatch")
-    fit = run_single("fit", fit_paths, model_file, args.workdir)
+    fit = None if args.no_single else run_single("fit", fit_paths, model_file, args.workdir)
     score = run_single("score", score_paths, model_file, args.workdir) if "score" in args.tasks else None
     feature_mib = args.fit_images * 784 * 256 * 4 / 2**20
     wm = args.working_memory or 1024
-    print(f"\nworking_memory={wm} MiB; fit: {args.fit_images} images ({feature_mib:.0f} MiB of features); "
+    print(f"\nworking_memory={wm} MiB, shuffle={args.shuffle}; fit: {args.fit_images} images ({feature_mib:.0f} MiB of features); "
           f"score: {args.score_images if score else 0} images; 256 px PNGs, default SoftPatchClassifier\n")
     print("| run | task | wall (s) | peak RSS per process (MiB) | moved between workers (MiB) |")
     print("|---|---|---:|---:|---:|")
-    print(f"| one process | fit | {fit['wall']:.1f} | {fit['rss']:.0f} | - |")
+    if fit is not None:
+        print(f"| one process | fit | {fit['wall']:.1f} | {fit['rss']:.0f} | - |")
     if score is not None:
         print(f"| one process | score | {score['wall']:.1f} | {score['rss']:.0f} | - |")
     for n_workers in args.workers:
-        rows = run_cluster(n_workers, fit_paths, score_paths, model_file, args.tasks)
+        rows = run_cluster(n_workers, fit_paths, score_paths, model_file, args.tasks, args.shuffle)
         for task in args.tasks:
             row = rows[task]
             rss = " / ".join(f"{r:.0f}" for r in row["rss"])

@@ -209,7 +209,7 @@ def featurize(featurizer, images, *, client=None, partition_size=None, persist=T
     return client.persist(features) if persist else features
 
 
-def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0):
+def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0, shuffle="tasks"):
     """Fit a SoftPatch estimator with its training features kept on the workers.
 
     The steps, and where they run:
@@ -254,6 +254,11 @@ def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0):
     oversample : float >= 1, default=2.0
         Each partition's coreset holds ``oversample`` times its share of the
         final bank (capped at its kept patches).
+    shuffle : {"tasks", "p2p"}, default="tasks"
+        How the features are rechunked by position: dask's task-based
+        rechunk, or distributed's peer-to-peer rechunk, which streams
+        through the workers' local disk and bounds the shuffle's memory.
+        The result is the same.
 
     Returns
     -------
@@ -288,9 +293,11 @@ def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0):
         raise TypeError(f"fit needs a SoftPatchClassifier or SoftPatchSegmenter; got {type(estimator).__name__}.")
     if not isinstance(oversample, Real) or not oversample >= 1:
         raise ValueError(f"oversample must be a number >= 1; got {oversample!r}.")
+    if shuffle not in ("tasks", "p2p"):
+        raise ValueError(f"shuffle must be 'tasks' or 'p2p'; got {shuffle!r}.")
     estimator._validate_params()
     client = _client(client)
-    return _DistributedFit(estimator, client, partition_size, float(oversample)).run(images)
+    return _DistributedFit(estimator, client, partition_size, float(oversample), shuffle).run(images)
 
 
 # -- shipping a model ------------------------------------------------------------
@@ -475,7 +482,8 @@ def _featurize_partition(featurizer, images):
 class _DistributedFit:
     """The steps of :func:`fit`; see its docstring."""
 
-    def __init__(self, estimator, client, partition_size, oversample):
+    def __init__(self, estimator, client, partition_size, oversample, shuffle):
+        self.shuffle = shuffle
         self.estimator = estimator
         self.client = client
         self.partition_size = partition_size
@@ -512,7 +520,7 @@ class _DistributedFit:
         # The one shuffle: from image partitions (as featurized) to chunks of
         # all images at a range of positions. Only the position chunks are
         # kept, so each worker holds about 1 / n_workers of the features.
-        by_position = self.client.persist(_by_position(features, self.client))
+        by_position = self.client.persist(_by_position(features, self.client, self.shuffle))
         if denoise == "passthrough":
             kept, weights = None, None
         else:
@@ -577,7 +585,7 @@ def _leave_one_out_block(coreset, block, indices, working_memory):
         return coreset._score_leave_one_out(np.asarray(block)[indices], indices)
 
 
-def _by_position(features, client):
+def _by_position(features, client, method="tasks"):
     """``features`` rechunked to all images x a range of positions (a lazy shuffle).
 
     Chunks hold at most ``_POSITION_CHUNK_BYTES`` and there are at least two
@@ -589,7 +597,7 @@ def _by_position(features, client):
     n_workers = max(1, len(client.scheduler_info().get("workers", ())))
     n_chunks = max(2 * n_workers, math.ceil(per_position * n_patches / _POSITION_CHUNK_BYTES))
     step = max(1, math.ceil(n_patches / n_chunks))
-    return features.rechunk((n_images, step, n_features))
+    return features.rechunk((n_images, step, n_features), method=method)
 
 
 # -- the noise discriminator, position-chunk by position-chunk ---------------------

@@ -180,6 +180,8 @@ def test_bad_inputs(client, clf, data):
         skpatch.dask.save_maps(clf, X[:3], "unused", client=client)
     with pytest.raises(ValueError, match="oversample"):
         skpatch.dask.fit(SoftPatchClassifier(), X[:3], client=client, oversample=0.5)
+    with pytest.raises(ValueError, match="shuffle"):
+        skpatch.dask.fit(SoftPatchClassifier(), X[:3], client=client, shuffle="disk")
     with pytest.raises(TypeError, match="default steps"):
         skpatch.dask.fit(SoftPatchClassifier(featurizer=CountingFeaturizer()), X[:3], client=client)
 
@@ -290,7 +292,11 @@ def test_distributed_discriminator_methods(client, data, method):
     denoise = skpatch.NoiseDiscriminator(method, soft_weights=method == "nearest")
     with torch_threads(ONE):
         single = _small(SoftPatchClassifier, denoise=denoise).fit(X)
-    fitted = skpatch.dask.fit(_small(SoftPatchClassifier, denoise=denoise), X, client=client, partition_size=4)
+    # The disk-backed p2p shuffle gives the same as the task-based one.
+    shuffle = "p2p" if method == "nearest" else "tasks"
+    fitted = skpatch.dask.fit(
+        _small(SoftPatchClassifier, denoise=denoise), X, client=client, partition_size=4, shuffle=shuffle
+    )
     for name in ("scores_", "kept_", "weights_", "score_threshold_"):
         assert np.array_equal(getattr(fitted.pipeline_[1], name), getattr(single.pipeline_[1], name)), name
 
