@@ -5,7 +5,10 @@ import importlib.util
 import pytest
 
 # Module -> the packages its docstring examples import (an optional extra).
-_DOCTEST_NEEDS = {"skpatch._onnx": ("onnx", "onnxruntime", "onnxscript")}
+_DOCTEST_NEEDS = {
+    "skpatch._onnx": ("onnx", "onnxruntime", "onnxscript"),
+    "skpatch.dask": ("dask", "distributed"),
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -15,4 +18,4 @@ def pytest_collection_modifyitems(config, items):
         for module, packages in _DOCTEST_NEEDS.items():
             missing = [p for p in packages if importlib.util.find_spec(p) is None]
             if item.name.startswith(module + ".") and missing:
-                item.add_marker(pytest.mark.skip(reason=f"needs {', '.join(missing)} (skpatch[export])"))
+                item.add_marker(pytest.mark.skip(reason=f"needs {', '.join(missing)} (an optional extra of skpatch)"))

@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted, check_memory
 from ._coreset import WeightedCoreset
 from ._discriminator import NoiseDiscriminator
 from ._featurizer import PatchFeaturizer
+from ._filelock import file_lock
 from ._images import check_images
 
 STEP_NAMES = ("featurizer", "denoise", "memory")
@@ -147,7 +148,7 @@ class BaseSoftPatch(BaseEstimator):
         key = _feature_key(featurizer, images) if _caches(memory) else None
         fit_featurizer = memory.cache(_fit_transform_step, ignore=["step", "X"])
         # Pass the validated collection on: files are checked (opened) once.
-        featurizer, features = fit_featurizer(key, step=featurizer, X=images)
+        featurizer, features = cached_call(memory, fit_featurizer, key, step=featurizer, X=images)
         self.pipeline_.steps[0] = ("featurizer", featurizer)
         # The other steps are fitted in place on the featurizer's (cached)
         # output; the discriminator caches its own raw scores under the key.
@@ -168,7 +169,8 @@ class BaseSoftPatch(BaseEstimator):
         memory = _check_cache(self.cache)
         featurizer = self.pipeline_[0]
         key = _feature_key(featurizer, images) if _caches(memory) else None
-        features = memory.cache(_transform_step, ignore=["step", "X"])(key, step=featurizer, X=images)
+        transform = memory.cache(_transform_step, ignore=["step", "X"])
+        features = cached_call(memory, transform, key, step=featurizer, X=images)
         denoise = self.pipeline_[1]
         return features if denoise == "passthrough" else denoise.transform(features)
 
@@ -301,6 +303,27 @@ def _check_cache(cache):
 
 def _caches(memory):
     return getattr(memory, "location", None) is not None
+
+
+def cached_call(memory, func, *args, **kwargs):
+    """``func(*args, **kwargs)`` of a ``memory.cache``-d ``func``, computed once.
+
+    Concurrent callers (the candidates of a parallel grid search, on one
+    machine or on the workers of a Dask cluster sharing the folder) would
+    each compute a missing entry; a lock file next to the cache makes the
+    first compute it and the others wait and read it. A call already in the
+    cache, or a memory that does not cache, takes no lock.
+    """
+    if not _caches(memory) or func.check_call_in_cache(*args, **kwargs):
+        return func(*args, **kwargs)
+    folder = os.path.join(memory.location, "skpatch-locks")
+    os.makedirs(folder, exist_ok=True)
+    # One lock per entry: the function's name and the hash of its positional
+    # arguments, which are the cache key (the keyword ones are ignored by
+    # the cache, and hashing the images again would cost a pass over them).
+    name = f"{func.func.__name__}-{joblib.hash(args)}.lock"
+    with file_lock(os.path.join(folder, name)):
+        return func(*args, **kwargs)
 
 
 def _feature_key(featurizer, images):

@@ -212,13 +212,15 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         self.n_neighbors_ = self._check_n_neighbors(n_images)
         names = _NEEDED_SCORES[self.method]
         keys = [self._score_key(name) for name in names] if memory is not None else [None]
+        from ._base import cached_call  # _base imports this module
+
         if None in keys:
             with torch_threads(self.n_jobs):
                 raw = self._raw_scores(features, names)
         else:
             cached = memory.cache(_cached_raw_score, ignore=["discriminator", "features"])
             raw = {
-                name: cached(feature_key, key, discriminator=self, features=features)
+                name: cached_call(memory, cached, feature_key, key, discriminator=self, features=features)
                 for name, key in zip(names, keys)
             }
         return self._fit_from_raw(raw)

@@ -89,7 +89,9 @@ def greedy_kcenter(points, n_select, *, n_cells=1, rng, progress=None):
     recorded so far, which only rises as sequences grow.
     """
     n = points.shape[0]
-    n_cells = int(min(n_cells, max(1, n_select)))
+    # kd_cells makes a power of two cells, each with a first centre: never
+    # more than n_select (3 centres with n_cells=4 used to give 4 centres).
+    n_cells = 1 << (int(min(n_cells, max(1, n_select))).bit_length() - 1)
     points = points.numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
     cells = kd_cells(points, n_cells)
     cell_points = [np.ascontiguousarray(points[idx]) for idx in cells]

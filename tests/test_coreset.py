@@ -263,3 +263,13 @@ def test_leave_one_out_with_a_single_image_is_minus_inf(rng):
     X = rng.normal(size=(1, 20, 4)).astype(np.float32)
     coreset = WeightedCoreset(sampling_ratio=0.5, random_state=0).fit(X)
     assert np.all(np.isneginf(coreset._score_leave_one_out(X, [0])))
+
+
+def test_fewer_centres_than_cells():
+    """n_select below n_cells: exactly n_select centres (hypothesis found 4 for 3 with 4 cells)."""
+    from skpatch._kcenter import greedy_kcenter
+
+    points = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    for n_select in (1, 2, 3, 5, 7):
+        chosen = greedy_kcenter(points, n_select, n_cells=8, rng=np.random.RandomState(0))
+        assert len(chosen) == len(np.unique(chosen)) == n_select
