@@ -8,7 +8,7 @@ takes 2-D input: :class:`SoftPatchClassifier`, :class:`SoftPatchSegmenter` and
 :class:`WeightedCoreset` take patch features ``(n_images, n_patches,
 n_features)`` (its position structure is what they model). All five are
 therefore tagged ``two_d_array=False, three_d_array=True``, and for such
-estimators scikit-learn (1.6 to at least 1.9) yields one check only,
+estimators scikit-learn (1.9.1 here) yields one check only,
 ``check_estimator_cloneable``, and skips every other one with a
 ``SkipTestWarning``.
 
@@ -545,8 +545,10 @@ def test_segmenter_contract():
     np.testing.assert_array_equal(seg.anomaly_maps(X), -maps)
     decision = seg.decision_function(X)
     np.testing.assert_array_equal(decision, maps - seg.offset_)
-    # predict returns masks like ground-truth masks (True = defect), not the
-    # -1 / +1 labels of scikit-learn's outlier detectors.
+    # predict returns masks like ground-truth masks (True = defect), as its
+    # docstring says, not the -1 / +1 labels of scikit-learn's outlier
+    # detectors, although its estimator_type tag (shared with the classifier
+    # through BaseSoftPatch) is "outlier_detector".
     masks = seg.predict(X)
     assert masks.dtype == bool and masks.shape == X.shape[:3]
     np.testing.assert_array_equal(masks, decision < 0)
