@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._device import resolve_device
 from ._ivf import InvertedLists, build_ivf, default_n_lists
 from ._kcenter import greedy_kcenter
-from ._patches import check_n_features, check_patch_features
+from ._patches import check_n_features, check_patch_features, float32_tensor
 from ._progress import progress
 from ._threads import torch_threads
 
@@ -336,7 +336,7 @@ class WeightedCoreset(BaseEstimator):
         # the per-list products.
         step = _rows_per_chunk(4 * len(self.ivf_centroids_) + 4 * self.memory_bank_.shape[1])
         for start in range(0, len(patches), step):
-            q = torch.from_numpy(np.asarray(patches[start : start + step], dtype=np.float32)).to(device)
+            q = float32_tensor(patches[start : start + step]).to(device)
             own = None if exclude is None else torch.from_numpy(exclude[start : start + step]).to(device)
             d, i = lists.search(q, self.n_probe, exact=exact, exclude=own)
             distance[start : start + step], index[start : start + step] = d.cpu().numpy(), i.cpu().numpy()
@@ -361,7 +361,7 @@ class WeightedCoreset(BaseEstimator):
         filled = 0
         for start in range(0, len(flat), step):
             keep = torch.from_numpy(is_candidate[start : start + step])
-            block = torch.from_numpy(np.asarray(flat[start : start + step], dtype=np.float32))
+            block = float32_tensor(flat[start : start + step])
             if projection is not None:
                 block = block @ projection
             chosen = block[keep]
@@ -408,7 +408,7 @@ def _exact_nearest(queries, bank, device="cpu", exclude=None, groups=None):
     index = np.empty(n, dtype=np.int64)
     step = _rows_per_chunk(2 * bank.shape[0] + bank.shape[1])
     for start in range(0, n, step):
-        q = torch.from_numpy(np.asarray(queries[start : start + step], dtype=np.float32)).to(device)
+        q = float32_tensor(queries[start : start + step]).to(device)
         # ||q - m||^2 = ||q||^2 - 2 q.m + ||m||^2; the ||q||^2 term does not move the argmin.
         partial = torch.addmm(bank_norms, q, bank_t.T, beta=1.0, alpha=-2.0)
         if exclude is not None:

@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._outlier_scores import global_ranks, knn_distance_scores, lof_scores, mahalanobis_scores
-from ._patches import WeightedPatches, check_n_features, check_patch_features
+from ._patches import WeightedPatches, check_n_features, check_patch_features, float32_tensor
 from ._threads import torch_threads
 
 
@@ -295,7 +295,7 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         chunk = _positions_per_chunk(n_images, features.shape[2] if projection is None else projection.shape[1])
         out = {name: np.empty((n_images, n_patches), dtype=np.float32) for name in names}
         for start in range(0, n_patches, chunk):
-            block = torch.from_numpy(np.ascontiguousarray(features[:, start : start + chunk])).float()
+            block = float32_tensor(np.ascontiguousarray(features[:, start : start + chunk]))
             if projection is not None:
                 block = block @ projection
             Z = block.transpose(0, 1).contiguous()  # (positions, images, dims)

@@ -102,6 +102,12 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         The CNN truncated after the last requested stage, in eval mode, on
         the CPU whatever ``device`` is.
 
+    stages_ : tuple of int
+        The stages used, ``stages`` as a tuple of Python ints: the indices
+        into the backbone's ``feature_info`` whose intermediate maps are
+        pooled, the first setting the grid; :attr:`backbone_` is truncated
+        after the last of them.
+
     feature_shape_ : tuple of (int, int)
         The patch grid ``(h, w)``.
 

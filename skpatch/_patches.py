@@ -1,6 +1,7 @@
 """Patch feature arrays and the weighted patch set passed from denoising to memory."""
 
 import numpy as np
+import torch
 
 
 class WeightedPatches:
@@ -96,3 +97,17 @@ def check_n_features(step, X, *, name="X"):
         )
         raise ValueError(msg)
     return features
+
+
+def float32_tensor(array):
+    """``array`` as a float32 tensor, sharing its memory where torch can.
+
+    :func:`torch.from_numpy` shares memory and warns (once per process) that
+    writing to a tensor over a read-only array is undefined; read-only input
+    (an ``np.memmap`` opened with ``mode="r"``, ``writeable=False``) is
+    therefore copied. Callers pass one chunk at a time, so a copy stays small.
+    """
+    array = np.asarray(array, dtype=np.float32)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array)

@@ -178,9 +178,53 @@ ALL_METRICS = [
 METRIC_IDS = ["image_auroc", "pixel_auroc", "aupro", "pro_curve", "f1_max-1d", "f1_max-3d"]
 
 
+# One score of each shared input moved above a positive one: the worked values
+# below are then not 1 (perfect separation), so a metric that ignores its
+# input cannot pass.
+S_1D_SWAPPED = np.array([0.1, 0.9, 0.7, 0.5])  # negative 0.3 -> 0.7
+A_3D_SWAPPED = A_3D.copy()
+A_3D_SWAPPED[1, 1, 0] = 0.85  # normal pixel 0.4 -> 0.85, between the two defects
+
+# Hand-worked values, (shared inputs, swapped inputs):
+# - image_auroc: positives 0.9, 0.5, negatives 0.1, 0.3: all 4 pairs ordered
+#   -> 1; with 0.7, the pair (0.5, 0.7) is not -> 3/4.
+# - pixel_auroc: defects 0.9, 0.8 above all 6 normal pixels -> 1; with 0.85,
+#   0.8 is above 5 of 6 -> 11/12.
+# - aupro: both one-pixel regions found at FPR 0 -> 1; swapped, the curve is
+#   (0, 0) (0, 1/2) (1/6, 1/2) (1/6, 1): area up to 0.3 is 1/12 + (0.3 - 1/6)
+#   = 13/60, over 0.3 -> 13/18.
+# - f1_max: perfect -> 1; swapped, threshold 0.5 (0.8 in 3-D) flags both
+#   positives and one negative: P = 2/3, R = 1 -> F1 = 0.8 (the best; 0.9
+#   alone gives 2/3).
+HAND_WORKED = {
+    "image_auroc": (1.0, 3 / 4),
+    "pixel_auroc": (1.0, 11 / 12),
+    "aupro": (1.0, 13 / 18),
+    "f1_max-1d": (1.0, 0.8),
+    "f1_max-3d": (1.0, 0.8),
+}
+
+
 @pytest.mark.parametrize(("metric", "y", "s"), ALL_METRICS, ids=METRIC_IDS)
-def test_valid_inputs_give_a_result(metric, y, s):
-    metric(y, s)
+def test_valid_inputs_give_a_result(metric, y, s, request):
+    metric_id = request.node.callspec.id
+    swapped = S_1D_SWAPPED if s.ndim == 1 else A_3D_SWAPPED
+    if metric is pro_curve:
+        for scores, fpr_at_full_pro in ((s, 0.0), (swapped, 1 / 6)):
+            fpr, pro, thresholds = metric(y, scores)
+            assert fpr.shape == pro.shape == thresholds.shape
+            # Both start at (0, 0) (threshold inf) and end at (1, 1), never decreasing.
+            assert (fpr[0], pro[0], fpr[-1], pro[-1]) == (0, 0, 1, 1)
+            assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(pro) >= 0)
+            assert thresholds[0] == np.inf and np.all(np.diff(thresholds) < 0)
+            # Both regions are found once the second defect pixel is flagged.
+            assert fpr[np.argmax(pro == 1)] == pytest.approx(fpr_at_full_pro)
+        return
+    expected, expected_swapped = HAND_WORKED[metric_id]
+    for scores, value in ((s, expected), (swapped, expected_swapped)):
+        result = metric(y, scores)
+        assert isinstance(result, float) and 0.0 <= result <= 1.0
+        assert result == pytest.approx(value)
 
 
 @pytest.mark.parametrize(("metric", "y", "s"), ALL_METRICS, ids=METRIC_IDS)
