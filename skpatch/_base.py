@@ -279,7 +279,6 @@ class BaseSoftPatch(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.estimator_type = "outlier_detector"
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = True
         tags.non_deterministic = False

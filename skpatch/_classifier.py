@@ -245,6 +245,11 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
             return patch_maps.amax(dim=(1, 2))
         return patch_maps.flatten(1).topk(k, dim=1).values.mean(dim=1)
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "outlier_detector"
+        return tags
+
     def _image_anomaly(self, patch_maps):
         return self._image_scores_from_patch_map(torch.from_numpy(patch_maps)).numpy()
 

@@ -69,6 +69,18 @@ class SoftPatchSegmenter(BaseSoftPatch):
     --------
     SoftPatchClassifier : Image-level scores and labels.
 
+    Notes
+    -----
+    The segmenter follows the outlier-detector *sign* conventions per pixel
+    (``score_samples`` higher = more normal, ``decision_function`` negative
+    for anomalous pixels), but it is not a scikit-learn outlier detector:
+    its samples are images, its outputs are maps of shape ``(n, H, W)`` and
+    :meth:`predict` returns boolean defect masks (True = defect, like
+    ground-truth masks), not -1 / +1 labels. Its ``estimator_type`` tag is
+    therefore left unset (``sklearn.base.is_outlier_detector`` is False),
+    and scorers for image-level labels do not apply to it; use
+    :mod:`skpatch.metrics` (pixel AUROC, AUPRO) on its maps.
+
     Examples
     --------
     >>> from skpatch import SoftPatchSegmenter

@@ -547,8 +547,8 @@ def test_segmenter_contract():
     np.testing.assert_array_equal(decision, maps - seg.offset_)
     # predict returns masks like ground-truth masks (True = defect), as its
     # docstring says, not the -1 / +1 labels of scikit-learn's outlier
-    # detectors, although its estimator_type tag (shared with the classifier
-    # through BaseSoftPatch) is "outlier_detector".
+    # detectors, so it is not tagged as one.
+    assert tags.estimator_type is None and not is_outlier_detector(seg)
     masks = seg.predict(X)
     assert masks.dtype == bool and masks.shape == X.shape[:3]
     np.testing.assert_array_equal(masks, decision < 0)
