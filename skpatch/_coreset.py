@@ -219,10 +219,22 @@ class WeightedCoreset(BaseEstimator):
                 points, n_select, n_cells=self._n_cells(candidates.size), rng=rng,
                 progress=(lambda k: bar.update(k)) if self.verbose > 0 else None,
             )
-        self.sample_indices_ = candidates[chosen]
-        self.memory_bank_ = np.ascontiguousarray(flat[self.sample_indices_], dtype=np.float32)
-        self.memory_weights_ = weights.reshape(-1)[self.sample_indices_].astype(np.float32)
-        self.n_features_in_ = n_features
+        indices = candidates[chosen]
+        return self._set_memory_bank(indices, flat[indices], weights.reshape(-1)[indices], n_patches, rng)
+
+    def _set_memory_bank(self, sample_indices, bank, weights, n_patches, rng):
+        """Store the selected patches as the fitted bank and build its search index.
+
+        ``sample_indices`` are flat ``image * n_patches + position`` indices
+        of the training patches whose features are ``bank`` and whose soft
+        weights are ``weights``. :meth:`fit` and the distributed fit of
+        :mod:`skpatch.dask` (which selects the bank from partial coresets)
+        both end here.
+        """
+        self.sample_indices_ = sample_indices
+        self.memory_bank_ = np.ascontiguousarray(bank, dtype=np.float32)
+        self.memory_weights_ = np.asarray(weights).astype(np.float32)
+        self.n_features_in_ = self.memory_bank_.shape[1]
         if self.search == "pynndescent":
             self.index_ = self._build_index(rng)
         elif self.search in ("exact", "ivf"):

@@ -878,14 +878,5 @@ def _merge_coresets(local, n_select, coreset, seed, n_patches):
     n_select = min(n_select, indices.size)
     with torch_threads(coreset.n_jobs):
         chosen = greedy_kcenter(points, n_select, n_cells=coreset._n_cells(indices.size), rng=rng)
-    coreset.sample_indices_ = indices[chosen]
-    coreset.memory_bank_ = np.ascontiguousarray(bank[chosen], dtype=np.float32)
-    coreset.memory_weights_ = bank_weights[chosen].astype(np.float32)
-    coreset.n_features_in_ = bank.shape[1]
     with torch_threads(coreset.n_jobs):
-        if coreset.search == "pynndescent":
-            coreset.index_ = coreset._build_index(rng)
-        elif coreset.search in ("exact", "ivf"):
-            coreset._build_inverted_file(rng)
-    coreset.memory_images_ = coreset.sample_indices_ // n_patches
-    return coreset
+        return coreset._set_memory_bank(indices[chosen], bank[chosen], bank_weights[chosen], n_patches, rng)
