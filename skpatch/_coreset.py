@@ -18,6 +18,8 @@ from ._patches import check_n_features, check_patch_features, float32_tensor
 from ._progress import progress
 from ._threads import torch_threads
 
+# The error of a fit whose discriminator kept no patch (also skpatch.dask's).
+ALL_REMOVED = "Every training patch was removed; lower the discriminator's threshold."
 # Target points per k-d cell for n_cells="auto": small enough that a cell's
 # projected features stay in the CPU cache during its distance updates.
 _POINTS_PER_CELL = 1024
@@ -207,7 +209,7 @@ class WeightedCoreset(BaseEstimator):
         n_images, n_patches, n_features = features.shape
         candidates = np.flatnonzero(kept.reshape(-1))
         if candidates.size == 0:
-            raise ValueError("Every training patch was removed; lower the discriminator's threshold.")
+            raise ValueError(ALL_REMOVED)
         # The 1e-9 keeps 0.05 * 60 from rounding up to 4 through float error.
         n_select = min(candidates.size, max(1, math.ceil(self.sampling_ratio * n_images * n_patches - 1e-9)))
         rng = check_random_state(self.random_state)

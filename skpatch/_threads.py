@@ -35,9 +35,13 @@ def effective_n_jobs(n_jobs):
     Dask worker; negative values count back from the machine's cores (or
     from the worker's threads), as in joblib.
     """
+    return _effective_n_jobs(n_jobs, dask_worker_threads())
+
+
+def _effective_n_jobs(n_jobs, worker):
+    """:func:`effective_n_jobs` given the worker's thread count (None outside one)."""
     if n_jobs == 0:
         raise ValueError("n_jobs == 0 is not a valid number of threads.")
-    worker = dask_worker_threads()
     if n_jobs is None:
         return torch.get_num_threads() if worker is None else worker
     if n_jobs < 0:
@@ -55,10 +59,11 @@ def torch_threads(n_jobs):
     inside a Dask worker, whose BLAS then uses the worker's threads.
     """
     previous = torch.get_num_threads()
-    wanted = effective_n_jobs(n_jobs)
+    worker = dask_worker_threads()
+    wanted = _effective_n_jobs(n_jobs, worker)
     if wanted != previous:
         torch.set_num_threads(wanted)
-    limit_blas = n_jobs is not None or dask_worker_threads() is not None
+    limit_blas = n_jobs is not None or worker is not None
     try:
         with threadpool_limits(limits=wanted, user_api="blas") if limit_blas else nullcontext():
             yield

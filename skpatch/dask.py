@@ -865,6 +865,7 @@ def _local_coreset(features, kept, weights, start, n_patches, projection, n_loca
 
 def _merge_coresets(local, n_select, coreset, seed, n_patches):
     """Greedy k-center on the union of the local centres: the fitted bank."""
+    from ._coreset import ALL_REMOVED
     from ._kcenter import greedy_kcenter
     from ._threads import torch_threads
 
@@ -873,10 +874,9 @@ def _merge_coresets(local, n_select, coreset, seed, n_patches):
     bank = np.concatenate([part[2] for part in local])
     bank_weights = np.concatenate([part[3] for part in local])
     if indices.size == 0:
-        raise ValueError("Every training patch was removed; lower the discriminator's threshold.")
+        raise ValueError(ALL_REMOVED)
     rng = np.random.RandomState(seed)
     n_select = min(n_select, indices.size)
     with torch_threads(coreset.n_jobs):
         chosen = greedy_kcenter(points, n_select, n_cells=coreset._n_cells(indices.size), rng=rng)
-    with torch_threads(coreset.n_jobs):
         return coreset._set_memory_bank(indices[chosen], bank[chosen], bank_weights[chosen], n_patches, rng)
