@@ -146,3 +146,33 @@ def test_engines_scoring_stages_add_up(engines, tmp_path):
     main_thread = sum(v for k, v in stages.items() if not k.endswith("(threads)"))
     assert main_thread == pytest.approx(total)
     assert "_embed" not in vars(clf.pipeline_[0])  # the wrappers are gone
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fit_predict_batches_are_disjoint_and_contaminated(tmp_path):
+    import argparse
+
+    fit_predict = _load("fit_predict")
+    args = argparse.Namespace(batch_size=10, defect_fraction=0.2, image_size=32, data=tmp_path / "absent")
+    (a, labels_a), (b, labels_b) = fit_predict.batches("easy_object", 0, args)
+    assert len(a) == len(b) == 10
+    assert labels_a.sum() == labels_b.sum() == 2
+    assert not (np.array_equal(labels_a, np.sort(labels_a)) and np.array_equal(labels_b, np.sort(labels_b)))
+    fingerprints = {image.tobytes() for image in a}
+    assert not fingerprints & {image.tobytes() for image in b}
+    assert fit_predict.batches("bottle", 0, args) is None  # no data folder: skipped
+
+
+def test_scale_memory_names_the_phase_that_set_the_peak():
+    scale_memory = _load("scale_memory")
+    records = [("start", 0, 800.0), ("featurize", 1, 1200.0), ("featurize", 2, 1300.0),
+               ("denoise", 3, 1900.0), ("coreset", 4, 1900.0)]
+    order, after, final, setter = scale_memory.summarise(records)
+    assert order == ["start", "featurize", "denoise", "coreset"]
+    assert after["featurize"] == 1300.0 and final == 1900.0 and setter == "denoise"
