@@ -188,7 +188,11 @@ class BaseSoftPatch(BaseEstimator):
         a refit without the image: the bank keeps the coverage it had, less
         that image's patches.
         """
-        indices = np.arange(len(features)) if indices is None else np.asarray(indices)
+        if indices is None:
+            indices, queries = np.arange(len(features)), features  # no copy of every feature
+        else:
+            indices = np.asarray(indices)
+            queries = features[indices]
         coreset = self.pipeline_[-1]
         if len(features) < 2 or not hasattr(coreset, "_score_leave_one_out"):
             warnings.warn(
@@ -197,8 +201,8 @@ class BaseSoftPatch(BaseEstimator):
                 "in-sample scores, which are optimistic, set offset_.",
                 UserWarning,
             )
-            return self._patch_map(-coreset.score_samples(features[indices]))
-        return self._patch_map(-coreset._score_leave_one_out(features[indices], indices))
+            return self._patch_map(-coreset.score_samples(queries))
+        return self._patch_map(-coreset._score_leave_one_out(queries, indices))
 
     def _patch_map(self, patch_scores):
         h, w = self.pipeline_[0].feature_shape_

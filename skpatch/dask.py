@@ -581,8 +581,11 @@ def _leave_one_out_block(coreset, block, indices, working_memory):
     """Leave-one-image-out scores ``(len(indices), width)`` of a position chunk."""
     from sklearn import config_context
 
+    block = np.asarray(block)
+    if len(indices) < len(block):  # the classifier scores every image: no copy then
+        block = block[indices]
     with config_context(working_memory=working_memory):
-        return coreset._score_leave_one_out(np.asarray(block)[indices], indices)
+        return coreset._score_leave_one_out(block, indices)
 
 
 def _by_position(features, client, method="tasks"):
