@@ -1,0 +1,192 @@
+"""Which phase of a fit sets the peak memory: one process against Dask workers.
+
+``benchmarks/scale.py`` reports each process's peak RSS for a whole fit.
+This script says *when* that peak is reached: it wraps the functions that do
+each phase of the fit (in the single process, and inside every worker
+process of a ``LocalCluster(n_workers=k, threads_per_worker=1,
+processes=True)``) so that each records ``ru_maxrss`` (the process's peak
+resident memory so far) when it returns. The phase after which a process's
+peak first reaches its final value is the one that set it.
+
+Phases: ``featurize`` (the CNN), ``shuffle`` (workers only: the rechunk
+from image partitions to position chunks, read when the discriminator
+starts), ``denoise`` (the discriminator's raw scores), ``coreset`` (greedy
+k-center; on workers the local coresets, then the merge on one worker),
+``train_scores`` (leave-one-image-out scores for ``train_scores_`` and
+``offset_``).
+
+Run from the repository root (uses ``scale.py``'s image files)::
+
+    python benchmarks/scale_memory.py --fit-images 1000 --workers 2
+"""
+
+import argparse
+import functools
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+from scale import write_images  # noqa: E402 - after the path set-up
+
+# (module, attribute, phase) of the functions that do each phase.
+SINGLE_PHASES = (
+    ("skpatch._featurizer", "PatchFeaturizer.transform", "featurize"),
+    ("skpatch._featurizer", "PatchFeaturizer.fit_transform", "featurize"),
+    ("skpatch._discriminator", "NoiseDiscriminator.fit_transform", "denoise"),
+    ("skpatch._coreset", "WeightedCoreset.fit", "coreset"),
+    ("skpatch._coreset", "WeightedCoreset._score_leave_one_out", "train_scores"),
+)
+WORKER_PHASES = (
+    ("skpatch.dask", "_featurize_partition", "featurize"),
+    ("skpatch.dask", "_raw_scores_block", "denoise"),
+    ("skpatch.dask", "_local_coreset", "coreset"),
+    ("skpatch.dask", "_merge_coresets", "coreset"),
+    ("skpatch.dask", "_leave_one_out_block", "train_scores"),
+)
+
+_RECORDS = []  # per process: (phase, seconds since start, peak RSS MiB)
+_START = time.perf_counter()
+
+
+def _peak_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _record(phase):
+    _RECORDS.append((phase, time.perf_counter() - _START, _peak_mib()))
+
+
+def _wrap(module_name, attribute, phase):
+    import importlib
+
+    owner = importlib.import_module(module_name)
+    *path, name = attribute.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        out = original(*args, **kwargs)
+        _record(phase)
+        return out
+
+    setattr(owner, name, wrapper)
+
+
+def _install(phases):
+    for spec in phases:
+        _wrap(*spec)
+
+
+def _add_path(path):
+    sys.path.insert(0, path)
+
+
+def _records():
+    return list(_RECORDS)
+
+
+def summarise(records):
+    """Peak after each phase (the last record of each phase), and the phase that set the peak."""
+    order, peak_after = [], {}
+    for phase, _, peak in records:
+        if phase not in peak_after:
+            order.append(phase)
+        peak_after[phase] = peak
+    final = max(peak for _, _, peak in records)
+    setter = next(phase for phase, _, peak in records if peak == final)
+    return order, peak_after, final, setter
+
+
+def single_process(paths_file):
+    import torch
+
+    torch.set_num_threads(1)
+    _install(SINGLE_PHASES)
+    from skpatch import SoftPatchClassifier
+
+    with open(paths_file) as file:
+        paths = file.read().split("\n")
+    _record("start")
+    SoftPatchClassifier(random_state=0).fit(paths)
+    print(json.dumps(_records()))
+
+
+def run_single(paths, workdir):
+    paths_file = os.path.join(workdir, "fit-paths.txt")
+    with open(paths_file, "w") as file:
+        file.write("\n".join(paths))
+    result = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--_single", paths_file],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_cluster(n_workers, paths):
+    from distributed import Client, LocalCluster
+
+    import scale_memory as probe  # workers import it by name: its records persist there
+    import skpatch.dask
+    from skpatch import SoftPatchClassifier
+
+    original = skpatch.dask._fit_discriminator
+
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=40) as cluster, Client(cluster) as client:
+        client.run(_add_path, os.path.join(ROOT, "benchmarks"))
+        client.run(probe._install, WORKER_PHASES)
+        client.run(probe._record, "start")
+
+        def timed_discriminator(disc, features, client):
+            from distributed import wait
+
+            wait(features)  # the position chunks (persisted, asynchronously) are all there
+            client.run(probe._record, "shuffle")
+            return original(disc, features, client)
+
+        skpatch.dask._fit_discriminator = timed_discriminator
+        try:
+            skpatch.dask.fit(SoftPatchClassifier(random_state=0), paths, client=client)
+        finally:
+            skpatch.dask._fit_discriminator = original
+        return list(client.run(probe._records).values())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fit-images", type=int, default=200)
+    parser.add_argument("--workers", type=int, nargs="+", default=[2])
+    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "skpatch-scale"))
+    parser.add_argument("--_single", nargs=1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._single:
+        single_process(args._single[0])
+        return 0
+    paths = write_images(os.path.join(args.workdir, "fit"), args.fit_images, seed=1)
+    runs = [("one process", run_single(paths, args.workdir))]
+    for n_workers in args.workers:
+        for i, records in enumerate(run_cluster(n_workers, paths)):
+            runs.append((f"{n_workers} workers, worker {i}", records))
+    phases = ["start", "featurize", "shuffle", "denoise", "coreset", "train_scores"]
+    print(f"\n{args.fit_images} images; peak RSS (MiB, ru_maxrss) after each phase\n")
+    print("| process | " + " | ".join(phases) + " | peak set by |")
+    print("|---|" + "---:|" * len(phases) + "---|")
+    for label, records in runs:
+        _, after, final, setter = summarise(records)
+        cells = [f"{after[p]:.0f}" if p in after else "-" for p in phases]
+        print(f"| {label} | " + " | ".join(cells) + f" | {setter} ({final:.0f}) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
