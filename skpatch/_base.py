@@ -6,6 +6,7 @@ from numbers import Integral, Real
 
 import joblib
 import numpy as np
+from sklearn import get_config
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
 from sklearn.pipeline import Pipeline
@@ -175,8 +176,39 @@ class BaseSoftPatch(BaseEstimator):
         return features if denoise == "passthrough" else denoise.transform(features)
 
     def _patch_anomaly(self, images):
-        """(n_images, h, w) weighted patch distances (higher = more anomalous)."""
+        """(n_images, h, w) weighted patch distances (higher = more anomalous).
+
+        Without a feature cache, a collection is scored in blocks of images
+        whose features fit ``sklearn.get_config()["working_memory"]``, so that
+        scoring any number of images holds one block of features at a time
+        (the features are about 16x larger than a 128 px image). Blocks are
+        whole featurizer batches: the scores are those of one pass.
+        """
+        n_images = len(images)
+        step = self._images_per_block(n_images)
+        if step >= n_images:
+            return self._block_patch_anomaly(images)
+        return np.concatenate(
+            [
+                self._block_patch_anomaly(images.subset(start, min(start + step, n_images)))
+                for start in range(0, n_images, step)
+            ]
+        )
+
+    def _block_patch_anomaly(self, images):
         return self._patch_map(-self.pipeline_[-1].score_samples(self._features(images)))
+
+    def _images_per_block(self, n_images):
+        """Images scored per block: all of them when the features are cached (the
+        cache keys the whole collection) or the featurizer is not skpatch's."""
+        featurizer = self.pipeline_[0]
+        if _caches(_check_cache(self.cache)) or not isinstance(featurizer, PatchFeaturizer):
+            return n_images
+        h, w = featurizer.feature_shape_
+        per_image = h * w * featurizer.embed_dim * np.dtype(featurizer.feature_dtype).itemsize
+        budget = get_config()["working_memory"] * 2**20
+        batch = featurizer.batch_size
+        return max(batch, int(budget // per_image) // batch * batch)
 
     def _train_patch_anomaly(self, features, indices=None):
         """Leave-one-image-out patch anomaly of training images ``indices``.

@@ -113,6 +113,14 @@ class ImageCollection:
         """True when images are read from files (or PIL images) one batch at a time."""
         return self._array is None
 
+    def subset(self, start, stop):
+        """Images ``start:stop`` as a collection (already checked: not read again)."""
+        sub = object.__new__(ImageCollection)
+        sub._items = None if self._items is None else self._items[start:stop]
+        sub._array = None if self._array is None else self._array[start:stop]
+        sub.image_size = self.image_size
+        return sub
+
     def batches(self, batch_size):
         """Yield float32 tensors of shape ``(b, 3, H, W)`` with values in [0, 1]."""
         for start in range(0, len(self), batch_size):

@@ -280,3 +280,28 @@ def test_image_score_is_mean_of_k_largest_patch_scores(k, data):
     patch_anomaly = -WeightedCoreset(random_state=0).fit(clf.pipeline_[0].transform(train)).score_samples(features)
     top = np.sort(patch_anomaly, axis=1)[:, -min(k, patch_anomaly.shape[1]):]
     np.testing.assert_allclose(clf.score_samples(X[:3]), -top.mean(axis=1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_large_collections_are_scored_in_blocks_with_the_same_results(cls, data, monkeypatch, tmp_path):
+    from sklearn import config_context
+
+    from skpatch import PatchFeaturizer
+
+    train, X, _, _ = data
+    est = _small(cls).set_params(featurizer__batch_size=4).fit(train)
+    expected = est.score_samples(X) if cls is SoftPatchClassifier else est.anomaly_maps(X)
+    calls = []
+    transform = PatchFeaturizer.transform
+    monkeypatch.setattr(PatchFeaturizer, "transform", lambda self, X: calls.append(len(X)) or transform(self, X))
+    # 8x8 patches of 64 float32 dims = 16 KiB per image: 0.1 MiB holds 6, rounded to one batch of 4.
+    with config_context(working_memory=0.1):
+        blocked = est.score_samples(X) if cls is SoftPatchClassifier else est.anomaly_maps(X)
+    assert calls == [4] * (len(X) // 4)
+    np.testing.assert_array_equal(blocked, expected)
+    # With a feature cache the whole collection is one cached call, as before.
+    calls.clear()
+    est.set_params(cache=str(tmp_path))
+    with config_context(working_memory=0.1):
+        est.score_samples(X)
+    assert calls == [len(X)]
