@@ -184,6 +184,7 @@ class BaseSoftPatch(BaseEstimator):
         (the features are about 16x larger than a 128 px image). Blocks are
         whole featurizer batches: the scores are those of one pass.
         """
+        images = check_images(images)  # the command line passes lists
         n_images = len(images)
         step = self._images_per_block(n_images)
         if step >= n_images:

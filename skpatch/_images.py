@@ -81,6 +81,11 @@ class ImageCollection:
         ``(H, W)`` shared by every image.
     """
 
+    # Index of the first image in the collection the user passed (a subset's
+    # errors name images by that index). A class attribute: not part of the
+    # instance state that cache keys hash.
+    _offset = 0
+
     def __init__(self, images):
         self._items, self._array = _split_collection(images)
         self.image_size = self._check_sizes()
@@ -119,6 +124,7 @@ class ImageCollection:
         sub._items = None if self._items is None else self._items[start:stop]
         sub._array = None if self._array is None else self._array[start:stop]
         sub.image_size = self.image_size
+        sub._offset = self._offset + start
         return sub
 
     def batches(self, batch_size):
@@ -133,7 +139,7 @@ class ImageCollection:
         else:
             batch = np.stack(
                 [
-                    _to_float_rgb(_load_item(self._items[i], i)[None], f"image {i}")[0]
+                    _to_float_rgb(_load_item(self._items[i], self._offset + i)[None], f"image {self._offset + i}")[0]
                     for i in range(start, stop)
                 ]
             )

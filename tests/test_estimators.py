@@ -289,19 +289,39 @@ def test_large_collections_are_scored_in_blocks_with_the_same_results(cls, data,
     from skpatch import PatchFeaturizer
 
     train, X, _, _ = data
+    X = X[:35]  # a last, partial block
     est = _small(cls).set_params(featurizer__batch_size=4).fit(train)
     expected = est.score_samples(X) if cls is SoftPatchClassifier else est.anomaly_maps(X)
+    patch_maps = est._patch_anomaly(X)
     calls = []
     transform = PatchFeaturizer.transform
     monkeypatch.setattr(PatchFeaturizer, "transform", lambda self, X: calls.append(len(X)) or transform(self, X))
     # 8x8 patches of 64 float32 dims = 16 KiB per image: 0.1 MiB holds 6, rounded to one batch of 4.
     with config_context(working_memory=0.1):
         blocked = est.score_samples(X) if cls is SoftPatchClassifier else est.anomaly_maps(X)
-    assert calls == [4] * (len(X) // 4)
-    np.testing.assert_array_equal(blocked, expected)
+        assert calls == [4] * 8 + [3]
+        np.testing.assert_array_equal(blocked, expected)
+        # A plain list, as the command line passes it to the patch maps.
+        np.testing.assert_array_equal(est._patch_anomaly(list(X)), patch_maps)
     # With a feature cache the whole collection is one cached call, as before.
     calls.clear()
     est.set_params(cache=str(tmp_path))
     with config_context(working_memory=0.1):
         est.score_samples(X)
     assert calls == [len(X)]
+
+
+def test_blocked_scoring_names_bad_files_by_their_position(data, tmp_path):
+    from PIL import Image
+    from sklearn import config_context
+
+    train, X, _, _ = data
+    est = _small(SoftPatchClassifier).set_params(featurizer__batch_size=4).fit(train)
+    paths = []
+    for i, image in enumerate(X[:12]):
+        paths.append(str(tmp_path / f"{i:02d}.png"))
+        Image.fromarray(image).save(paths[-1])
+    with open(paths[9], "r+b") as file:  # the header (and size) stay readable, the pixels do not
+        file.truncate(80)
+    with config_context(working_memory=0.1), pytest.raises(ValueError, match=r"image 9 from .*09\.png"):
+        est.score_samples(paths)
