@@ -24,7 +24,6 @@ import argparse
 import functools
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from scale import write_images  # noqa: E402 - after the path set-up
+from scale import _peak_rss_mib, write_images  # noqa: E402 - after the path set-up
 
 # (module, attribute, phase) of the functions that do each phase.
 SINGLE_PHASES = (
@@ -56,12 +55,8 @@ _RECORDS = []  # per process: (phase, seconds since start, peak RSS MiB)
 _START = time.perf_counter()
 
 
-def _peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _record(phase):
-    _RECORDS.append((phase, time.perf_counter() - _START, _peak_mib()))
+    _RECORDS.append((phase, time.perf_counter() - _START, _peak_rss_mib()))
 
 
 def _wrap(module_name, attribute, phase):

@@ -11,12 +11,17 @@ from skpatch import SoftPatchClassifier, SoftPatchSegmenter
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "noise_robustness.py"
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("noise_robustness", SCRIPT)
+def _load(name):
+    """A benchmark script of ``benchmarks/`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load("noise_robustness")
 
 
 @pytest.mark.parametrize(
@@ -114,11 +119,7 @@ def test_tiny_run_writes_tables(bench, tmp_path):
 
 @pytest.fixture(scope="module")
 def engines():
-    path = SCRIPT.parent / "engines.py"
-    spec = importlib.util.spec_from_file_location("engines", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load("engines")
 
 
 def test_engines_scoring_stages_add_up(engines, tmp_path):
@@ -146,13 +147,6 @@ def test_engines_scoring_stages_add_up(engines, tmp_path):
     main_thread = sum(v for k, v in stages.items() if not k.endswith("(threads)"))
     assert main_thread == pytest.approx(total)
     assert "_embed" not in vars(clf.pipeline_[0])  # the wrappers are gone
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_fit_predict_batches_are_disjoint_and_contaminated(tmp_path):
