@@ -56,7 +56,8 @@ class BaseSoftPatch(BaseEstimator):
     }
 
     # Removal ratio of the default NoiseDiscriminator; subclasses override.
-    _default_threshold = 0.15
+    # The default NoiseDiscriminator's parameters (the segmenter's differ).
+    _default_denoise = {"threshold": 0.15}
 
     def __init__(
         self,
@@ -87,7 +88,7 @@ class BaseSoftPatch(BaseEstimator):
         if name == "featurizer":
             return PatchFeaturizer()
         if name == "denoise":
-            return NoiseDiscriminator(threshold=self._default_threshold)
+            return NoiseDiscriminator(**self._default_denoise)
         return WeightedCoreset()
 
     def _step(self, name):
@@ -155,8 +156,12 @@ class BaseSoftPatch(BaseEstimator):
         # output; the discriminator caches its own raw scores under the key.
         if denoise == "passthrough":
             patches = features
-        elif key is not None and hasattr(denoise, "_fit_transform_cached"):
-            patches = denoise._fit_transform_cached(features, memory, key)
+        elif isinstance(denoise, NoiseDiscriminator):
+            grid_shape = getattr(featurizer, "feature_shape_", None)
+            if key is not None:
+                patches = denoise._fit_transform_cached(features, memory, key, grid_shape)
+            else:
+                patches = denoise.fit_transform(features, grid_shape=grid_shape)
         else:
             patches = denoise.fit_transform(features)
         coreset.fit(patches)

@@ -10,6 +10,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._alignment import estimate_shifts, shift_grids, unshift_scores
 from ._outlier_scores import global_ranks, knn_distance_scores, lof_scores, mahalanobis_scores
 from ._patches import WeightedPatches, check_n_features, check_patch_features, float32_tensor
 from ._threads import torch_threads
@@ -67,6 +68,15 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         does), which speeds up distances and keeps the Gaussian well posed.
         ``None`` or a value >= n_features uses the features as they are.
 
+    max_shift : int, default=0
+        Align the training images before scoring: each image's patch grid is
+        moved by the whole-position shift, up to ``max_shift`` positions
+        along each axis, that best matches the per-position median of all
+        images, and positions are compared in that common frame (see
+        :attr:`shifts_`). For parts that sit a little differently in each
+        image, where an unaligned position holds different content in
+        different images. 0 compares the grids as they are.
+
     soft_weights : bool, default=True
         If False, every kept patch gets weight 1 (hard removal only).
 
@@ -96,6 +106,12 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
 
     n_neighbors_ : int
         Neighbours actually used.
+
+    shifts_ : ndarray of shape (n_images, 2), dtype int
+        Shift ``(rows, columns)`` of each training image's patch grid onto the
+        common frame: its patch at ``q + shifts_[i]`` was compared with the
+        other images' patches aligned to ``q``. All zero when ``max_shift``
+        is 0.
 
     n_features_in_ : int
         Patch feature length seen in fit.
@@ -145,6 +161,7 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         "n_neighbors": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "shrinkage": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="both")],
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "max_shift": [Interval(Integral, 0, None, closed="left")],
         "soft_weights": ["boolean"],
         "random_state": ["random_state"],
         "n_jobs": [Integral, None],
@@ -158,6 +175,7 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         n_neighbors=6,
         shrinkage="auto",
         n_components=128,
+        max_shift=0,
         soft_weights=True,
         random_state=None,
         n_jobs=None,
@@ -167,12 +185,13 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         self.n_neighbors = n_neighbors
         self.shrinkage = shrinkage
         self.n_components = n_components
+        self.max_shift = max_shift
         self.soft_weights = soft_weights
         self.random_state = random_state
         self.n_jobs = n_jobs
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, grid_shape=None):
         """Score every training patch and choose which to keep.
 
         Parameters
@@ -181,14 +200,18 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
             Patch features of the training images.
         y : None
             Ignored.
+        grid_shape : tuple of (int, int), default=None
+            The patch grid ``(h, w)`` of ``X`` (row-major, as
+            :attr:`PatchFeaturizer.feature_shape_`), needed by ``max_shift``;
+            None means a square grid. The estimators pass it on.
 
         Returns
         -------
         self : NoiseDiscriminator
         """
-        return self._fit(X)
+        return self._fit(X, grid_shape=grid_shape)
 
-    def _fit_transform_cached(self, X, memory, feature_key):
+    def _fit_transform_cached(self, X, memory, feature_key, grid_shape=None):
         """:meth:`fit_transform` with the raw scores cached in ``memory``.
 
         Used by the estimators' ``cache=`` (a :class:`joblib.Memory`): a raw
@@ -200,32 +223,34 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         :meth:`fit`.
         """
         self._validate_params()
-        self._fit(X, memory, feature_key)
+        self._fit(X, memory, feature_key, grid_shape=grid_shape)
         return WeightedPatches(X, self.weights_, self.kept_)
 
-    def _fit(self, X, memory=None, feature_key=None):
+    def _fit(self, X, memory=None, feature_key=None, grid_shape=None):
         features, _, _ = check_patch_features(X)
         n_images = features.shape[0]
         if n_images < 2:
             raise ValueError(f"NoiseDiscriminator needs at least 2 training images; got {n_images}.")
         self.n_features_in_ = features.shape[2]
         self.n_neighbors_ = self._check_n_neighbors(n_images)
+        grid_shape = self._check_grid_shape(grid_shape, features.shape[1])
         names = _NEEDED_SCORES[self.method]
-        keys = [self._score_key(name) for name in names] if memory is not None else [None]
+        keys = [self._score_key(name, grid_shape) for name in names] if memory is not None else [None]
         from ._base import cached_call  # _base imports this module
 
         if None in keys:
             with torch_threads(self.n_jobs):
-                raw = self._raw_scores(features, names)
+                raw, self.shifts_ = self._raw_scores(features, names, grid_shape)
         else:
-            cached = memory.cache(_cached_raw_score, ignore=["discriminator", "features"])
-            raw = {
-                name: cached_call(memory, cached, feature_key, key, discriminator=self, features=features)
-                for name, key in zip(names, keys)
-            }
+            cached = memory.cache(_cached_raw_score, ignore=["discriminator", "features", "grid_shape"])
+            raw = {}
+            for name, key in zip(names, keys):
+                raw[name], self.shifts_ = cached_call(
+                    memory, cached, feature_key, key, discriminator=self, features=features, grid_shape=grid_shape
+                )
         return self._fit_from_raw(raw)
 
-    def _score_key(self, name):
+    def _score_key(self, name, grid_shape):
         """Everything raw score ``name`` depends on besides the features, or
         None when it cannot be cached (an unseeded or stateful projection)."""
         projected = self.n_components is not None and self.n_components < self.n_features_in_
@@ -237,6 +262,8 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
             key["shrinkage"] = self.shrinkage
         else:
             key["n_neighbors"] = self.n_neighbors_
+        if self.max_shift:
+            key["max_shift"], key["grid_shape"] = int(self.max_shift), tuple(grid_shape)
         return key
 
     def _fit_from_raw(self, raw):
@@ -245,15 +272,24 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         self.weights_ = weights if self.soft_weights else np.ones_like(weights)
         return self
 
-    def fit_transform(self, X, y=None):
+    def fit_transform(self, X, y=None, *, grid_shape=None):
         """Fit, then hand all patches with weights and keep mask to the next step.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, n_patches, n_features)
+            Patch features of the training images.
+        y : None
+            Ignored.
+        grid_shape : tuple of (int, int), default=None
+            The patch grid of ``X``, as in :meth:`fit`.
 
         Returns
         -------
         patches : WeightedPatches
             ``X`` with ``weights_`` and ``kept_``; see the class docstring.
         """
-        self.fit(X)
+        self.fit(X, grid_shape=grid_shape)
         return WeightedPatches(X, self.weights_, self.kept_)
 
     def transform(self, X):
@@ -272,6 +308,25 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         check_n_features(self, X)
         return X
 
+    def _check_grid_shape(self, grid_shape, n_patches):
+        """``(h, w)`` with ``h * w == n_patches``; None means a square grid."""
+        if grid_shape is None:
+            side = int(round(np.sqrt(n_patches)))
+            if side * side == n_patches:
+                return side, side
+            if self.max_shift:
+                msg = (
+                    f"max_shift needs the patch grid: {n_patches} patches per image is "
+                    "not a square grid, pass grid_shape=(h, w) to fit."
+                )
+                raise ValueError(msg)
+            return 1, n_patches
+        h, w = (int(v) for v in grid_shape)
+        if h * w != n_patches:
+            msg = f"grid_shape {tuple(grid_shape)} does not hold the {n_patches} patches of each image."
+            raise ValueError(msg)
+        return h, w
+
     def _check_n_neighbors(self, n_images):
         if self.n_neighbors == "auto":
             # Half the images: a defect that recurs at one position in fewer
@@ -288,20 +343,33 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         warnings.warn(msg, UserWarning)
         return n_images - 1
 
-    def _raw_scores(self, features, names):
-        """Dict of raw score arrays (n_images, n_patches), one per name."""
+    def _raw_scores(self, features, names, grid_shape):
+        """Raw score arrays (n_images, n_patches), one per name, and the shifts."""
         projection = self._projection(features.shape[2])
         n_images, n_patches, _ = features.shape
         chunk = _positions_per_chunk(n_images, features.shape[2] if projection is None else projection.shape[1])
         out = {name: np.empty((n_images, n_patches), dtype=np.float32) for name in names}
-        for start in range(0, n_patches, chunk):
-            block = float32_tensor(np.ascontiguousarray(features[:, start : start + chunk]))
+        shifts = np.zeros((n_images, 2), dtype=np.int64)
+        if self.max_shift:
+            # Alignment needs whole grids: project all positions at once.
+            aligned = float32_tensor(features)
             if projection is not None:
-                block = block @ projection
+                aligned = aligned @ projection
+            shifts = estimate_shifts(aligned, grid_shape, self.max_shift)
+            aligned = shift_grids(aligned, shifts, grid_shape)
+        for start in range(0, n_patches, chunk):
+            if self.max_shift:
+                block = aligned[:, start : start + chunk]
+            else:
+                block = float32_tensor(np.ascontiguousarray(features[:, start : start + chunk]))
+                if projection is not None:
+                    block = block @ projection
             Z = block.transpose(0, 1).contiguous()  # (positions, images, dims)
             for name in names:
                 out[name][:, start : start + chunk] = self._score(name, Z).T.numpy()
-        return out
+        if self.max_shift:
+            out = {name: unshift_scores(score, shifts, grid_shape) for name, score in out.items()}
+        return out, shifts
 
     def _score(self, name, Z):
         if name == "nearest":
@@ -324,10 +392,13 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         return tags
 
 
-def _cached_raw_score(feature_key, score_key, discriminator, features):
-    """One raw score; joblib.Memory caches it on ``(feature_key, score_key)`` only."""
+def _cached_raw_score(feature_key, score_key, discriminator, features, grid_shape):
+    """One raw score and the shifts; joblib.Memory caches them on ``(feature_key, score_key)`` only."""
     with torch_threads(discriminator.n_jobs):
-        return discriminator._raw_scores(features, (score_key["name"],))[score_key["name"]]
+        raw, shifts = discriminator._raw_scores(features, (score_key["name"],), grid_shape)
+    return raw[score_key["name"]], shifts
+
+
 
 
 # Raw scores each method combines.

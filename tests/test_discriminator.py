@@ -163,3 +163,52 @@ def test_n_neighbors_auto_is_half_the_images(rng):
     for n_images in (2, 3, 11):
         disc = NoiseDiscriminator(n_neighbors="auto").fit(_planted(rng, n_images=n_images))
         assert disc.n_neighbors_ == max(1, n_images // 2)
+
+
+def _shifted_parts(rng, n_images=24, grid=(8, 8), dim=6):
+    """Images of one layout, each moved by up to 2 positions; image 5 has a
+    part in the wrong place (its patch (4, 4) shows content from elsewhere)."""
+    h, w = grid
+    canvas = rng.normal(size=(h + 4, w + 4, dim)).astype(np.float32)
+    offsets = rng.integers(-2, 3, size=(n_images, 2))
+    offsets[: n_images // 2] = 0
+    X = np.stack([canvas[2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w] for dy, dx in offsets])
+    X = X + 0.05 * rng.normal(size=X.shape).astype(np.float32)
+    X[5, 4, 4] = canvas[0, 0]
+    return X.reshape(n_images, h * w, dim), offsets
+
+
+@pytest.mark.parametrize("method", ["nearest", "lof"])
+def test_max_shift_aligns_shifted_images(method, rng):
+    X, offsets = _shifted_parts(rng)
+    defect = 5 * 64 + 4 * 8 + 4
+    aligned = NoiseDiscriminator(method, max_shift=2, n_components=None).fit(X)
+    assert int(np.argmax(aligned.scores_)) == defect
+    assert ((aligned.shifts_ + offsets) == (aligned.shifts_ + offsets)[0]).all()
+    # Unaligned, every position holds different content in shifted images.
+    plain = NoiseDiscriminator(method, n_components=None).fit(X)
+    assert int(np.argmax(plain.scores_)) != defect
+    assert (plain.shifts_ == 0).all()
+
+
+def test_max_shift_needs_the_grid(rng):
+    X = rng.normal(size=(6, 12, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="grid_shape=\\(h, w\\)"):
+        NoiseDiscriminator(max_shift=1, n_neighbors=2).fit(X)
+    with pytest.raises(ValueError, match="does not hold the 12 patches"):
+        NoiseDiscriminator(max_shift=1, n_neighbors=2).fit(X, grid_shape=(3, 5))
+    disc = NoiseDiscriminator(max_shift=1, n_neighbors=2).fit(X, grid_shape=(3, 4))
+    assert disc.shifts_.shape == (6, 2)
+    # Without max_shift a non-square grid needs no shape.
+    NoiseDiscriminator(n_neighbors=2).fit(X)
+
+
+def test_max_shift_with_a_projection_and_chunks(rng):
+    X, _ = _shifted_parts(rng, dim=40)
+    full = NoiseDiscriminator(max_shift=2, n_components=16, random_state=0).fit(X)
+    from sklearn import config_context
+
+    with config_context(working_memory=0.01):  # a few positions per chunk
+        chunked = NoiseDiscriminator(max_shift=2, n_components=16, random_state=0).fit(X)
+    np.testing.assert_array_equal(full.scores_, chunked.scores_)
+    np.testing.assert_array_equal(full.shifts_, chunked.shifts_)
