@@ -525,7 +525,7 @@ class _DistributedFit:
             kept, weights = None, None
         else:
             denoise._validate_params()
-            kept, weights = _fit_discriminator(denoise, by_position, self.client)
+            kept, weights = _fit_discriminator(denoise, by_position, self.client, featurizer.feature_shape_)
         coreset._validate_params()
         _fit_coreset(coreset, by_position, kept, weights, self.client, self.oversample)
         est.pipeline_ = Pipeline([("featurizer", featurizer), ("denoise", denoise), ("coreset", coreset)])
@@ -606,7 +606,7 @@ def _by_position(features, client, method="tasks"):
 # -- the noise discriminator, position-chunk by position-chunk ---------------------
 
 
-def _fit_discriminator(disc, features, client):
+def _fit_discriminator(disc, features, client, grid_shape):
     """Fit ``disc`` on ``features`` chunked by position; return dask ``kept``, ``weights``.
 
     ``kept`` and ``weights`` stay on the workers, chunked as ``features``.
@@ -619,20 +619,25 @@ def _fit_discriminator(disc, features, client):
     n_images, n_patches, n_features = features.shape
     disc.n_features_in_ = int(n_features)
     disc.n_neighbors_ = disc._check_n_neighbors(n_images)
+    grid_shape = disc._check_grid_shape(grid_shape, n_patches)
     names = _NEEDED_SCORES[disc.method]
     by_position = features
     working_memory = get_config()["working_memory"]
-    blocks = by_position.to_delayed().reshape(-1)
-    raw = da.concatenate(
-        [
-            da.from_delayed(
-                _delayed(_raw_scores_block)(block, disc, names, working_memory),
-                shape=(len(names), n_images, width), dtype=np.float32,
-            )
-            for block, width in zip(blocks, by_position.chunks[1])
-        ],
-        axis=2,
-    )
+    if disc.max_shift:
+        raw, disc.shifts_ = _aligned_raw_scores(disc, features, names, client, grid_shape, working_memory)
+    else:
+        disc.shifts_ = np.zeros((n_images, 2), dtype=np.int64)
+        blocks = by_position.to_delayed().reshape(-1)
+        raw = da.concatenate(
+            [
+                da.from_delayed(
+                    _delayed(_raw_scores_block)(block, disc, names, working_memory),
+                    shape=(len(names), n_images, width), dtype=np.float32,
+                )
+                for block, width in zip(blocks, by_position.chunks[1])
+            ],
+            axis=2,
+        )
     raw = client.persist(raw)
     if disc.method == "softpatch+":
         # Global ranks of every patch against every other: gathered here.
@@ -687,8 +692,114 @@ def _raw_scores_block(block, disc, names, working_memory):
     from ._threads import torch_threads
 
     with config_context(working_memory=working_memory), torch_threads(disc.n_jobs):
-        raw = disc._raw_scores(np.asarray(block), names)
+        # A position chunk is not a grid: max_shift was refused before.
+        raw, _ = disc._raw_scores(np.asarray(block), names, (1, block.shape[1]))
     return np.stack([raw[name] for name in names])
+
+
+def _aligned_raw_scores(disc, features, names, client, grid_shape, working_memory):
+    """Raw scores of the aligned features (``max_shift``) and the shifts.
+
+    The same steps as :meth:`NoiseDiscriminator._raw_scores` with
+    ``max_shift``, on the workers: the features are projected per position
+    chunk and rechunked by image; each pass shifts the image grids, takes the
+    per-position median on position chunks (the template, gathered: one
+    projected grid) and each image's best shift on the image chunks; the
+    aligned projections are rechunked by position and scored there, and the
+    scores are moved back to each image's own frame by image chunk. The
+    projected features move (several shuffles of ``n_components`` floats
+    per patch), the full features do not.
+    """
+    import dask.array as da
+    import torch
+
+    from ._alignment import N_PASSES, inner_template, shift_candidates
+
+    n_images, n_patches, n_features = features.shape
+    projection = disc._projection(n_features)
+    n_dims = n_features if projection is None else projection.shape[1]
+    position_chunks = features.chunks[1]
+    projected = features.map_blocks(
+        _project_block, projection, dtype=np.float32, chunks=(features.chunks[0], position_chunks, (n_dims,))
+    )
+    per_image = n_patches * n_dims * 4
+    images_per_chunk = max(1, _POSITION_CHUNK_BYTES // per_image)
+    by_image = projected.rechunk((images_per_chunk, n_patches, n_dims))
+    candidates = shift_candidates(grid_shape, disc.max_shift)
+    shifts = np.zeros((n_images, 2), dtype=np.int64)
+    for _ in range(N_PASSES if len(candidates) > 1 else 0):
+        shifted = by_image.map_blocks(_shift_block, shifts, grid_shape, dtype=np.float32)
+        median = shifted.rechunk((n_images, position_chunks, n_dims)).map_blocks(
+            _median_block, drop_axis=0, dtype=np.float32, chunks=(position_chunks, (n_dims,))
+        )
+        template = inner_template(torch.from_numpy(client.compute(median, sync=True)), grid_shape, disc.max_shift)
+        template = client.scatter(template, broadcast=True, hash=False)
+        parts = [
+            _delayed(_best_shifts_block)(block, template, grid_shape, candidates)
+            for block in by_image.to_delayed().reshape(-1)
+        ]
+        shifts = np.concatenate(client.compute(parts, sync=True))
+    aligned = by_image.map_blocks(_shift_block, shifts, grid_shape, dtype=np.float32)
+    aligned = aligned.rechunk((n_images, position_chunks, n_dims))
+    raw = aligned.map_blocks(
+        _projected_scores_block, disc, names, working_memory, new_axis=0, drop_axis=2,
+        dtype=np.float32, chunks=((len(names),), (n_images,), position_chunks),
+    )
+    raw = raw.rechunk((len(names), images_per_chunk, n_patches)).map_blocks(
+        _unshift_block, shifts, grid_shape, dtype=np.float32
+    )
+    return raw.rechunk((len(names), n_images, position_chunks)), shifts
+
+
+def _project_block(block, projection):
+    from ._patches import float32_tensor
+
+    Z = float32_tensor(np.ascontiguousarray(block))
+    return (Z if projection is None else Z @ projection).numpy()
+
+
+def _shift_block(block, shifts, grid_shape, block_info=None):
+    import torch
+
+    from ._alignment import shift_grids
+
+    lo, hi = block_info[0]["array-location"][0]
+    return shift_grids(torch.from_numpy(np.ascontiguousarray(block)), shifts[lo:hi], grid_shape).numpy()
+
+
+def _median_block(block):
+    import torch
+
+    from ._alignment import position_median
+
+    return position_median(torch.from_numpy(np.ascontiguousarray(block))).numpy()
+
+
+def _best_shifts_block(block, template, grid_shape, candidates):
+    import torch
+
+    from ._alignment import best_shifts
+
+    return best_shifts(torch.from_numpy(np.ascontiguousarray(block)), template, grid_shape, candidates)
+
+
+def _projected_scores_block(block, disc, names, working_memory):
+    """Raw scores ``(n_names, n_images, width)`` of a position chunk of projected features."""
+    import torch
+    from sklearn import config_context
+
+    from ._threads import torch_threads
+
+    Z = torch.from_numpy(np.ascontiguousarray(block)).transpose(0, 1).contiguous()
+    with config_context(working_memory=working_memory), torch_threads(disc.n_jobs):
+        return np.stack([disc._score(name, Z).T.numpy() for name in names])
+
+
+def _unshift_block(block, shifts, grid_shape, block_info=None):
+    from ._alignment import unshift_scores
+
+    lo, hi = block_info[0]["array-location"][1]
+    return np.stack([unshift_scores(scores, shifts[lo:hi], grid_shape) for scores in block])
 
 
 def _block_starts(chunks):

@@ -301,6 +301,22 @@ def test_distributed_discriminator_methods(client, data, method):
         assert np.array_equal(getattr(fitted.pipeline_[1], name), getattr(single.pipeline_[1], name)), name
 
 
+@pytest.mark.parametrize("method", ["lof", "softpatch+"])
+def test_distributed_aligned_discriminator(client, data, method):
+    """max_shift on the workers: the same shifts and scores as one process."""
+    from skpatch.datasets import make_defect_dataset
+
+    boards = make_defect_dataset(12, 2, image_size=64, kind="board", variation=3.0, random_state=0)
+    X = boards.train_images
+    denoise = skpatch.NoiseDiscriminator(method, max_shift=2)
+    with torch_threads(ONE):
+        single = _small(SoftPatchClassifier, denoise=denoise).fit(X)
+    assert (single.pipeline_[1].shifts_ != 0).any()  # the boards sit differently
+    fitted = skpatch.dask.fit(_small(SoftPatchClassifier, denoise=denoise), X, client=client, partition_size=4)
+    for name in ("shifts_", "scores_", "kept_", "weights_", "score_threshold_"):
+        assert np.array_equal(getattr(fitted.pipeline_[1], name), getattr(single.pipeline_[1], name)), name
+
+
 def test_distributed_fit_segmenter_and_passthrough(client, data):
     X, y, masks = data
     seg = skpatch.dask.fit(_small(SoftPatchSegmenter), X[:16], client=client, partition_size=8)
