@@ -25,13 +25,24 @@ class SoftPatchSegmenter(BaseSoftPatch):
     ``threshold=0.5`` (the classifier's uses 0.15); set
     ``denoise__threshold`` to change it.
 
+    The default discriminator also aligns the training images
+    (``max_shift=2``) and takes half of them as LOF neighbours
+    (``n_neighbors="auto"``): a defect that recurs in many training images
+    (the same part missing, say) forms a dense cluster that LOF with a few
+    neighbours takes for normal, and half the images as neighbours only
+    keeps normal variation tight where the positions are aligned. On the
+    benchmark's recurring logical defects this keeps pixel AUROC at 0.961
+    at 40% contamination (0.757 with ``NoiseDiscriminator(threshold=0.5)``)
+    for 0.3-0.6 points on small isolated defects; see the user guide.
+
     Parameters
     ----------
     featurizer : PatchFeaturizer or None, default=None
         The feature step; None means ``PatchFeaturizer()``.
 
     denoise : NoiseDiscriminator, "passthrough" or None, default=None
-        None means ``NoiseDiscriminator(threshold=0.5)``.
+        None means ``NoiseDiscriminator(threshold=0.5, n_neighbors="auto",
+        max_shift=2)``.
 
     memory : WeightedCoreset or None, default=None
         None means ``WeightedCoreset()``.
@@ -100,7 +111,7 @@ class SoftPatchSegmenter(BaseSoftPatch):
         "sigma": [Interval(Real, 0, None, closed="left")],
     }
 
-    _default_threshold = 0.5
+    _default_denoise = {"threshold": 0.5, "n_neighbors": "auto", "max_shift": 2}
 
     def __init__(
         self,

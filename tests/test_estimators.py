@@ -40,9 +40,23 @@ def test_nested_params_on_default_steps(cls):
     assert cloned.denoise is not est.denoise and cloned.get_params()["denoise__threshold"] == 0.3
 
 
-def test_default_thresholds_differ_by_task():
-    assert SoftPatchClassifier().get_params()["denoise__threshold"] == 0.15
-    assert SoftPatchSegmenter().get_params()["denoise__threshold"] == 0.5
+def test_default_discriminators_differ_by_task():
+    clf, seg = SoftPatchClassifier().get_params(), SoftPatchSegmenter().get_params()
+    assert (clf["denoise__threshold"], clf["denoise__n_neighbors"], clf["denoise__max_shift"]) == (0.15, 6, 0)
+    assert (seg["denoise__threshold"], seg["denoise__n_neighbors"], seg["denoise__max_shift"]) == (0.5, "auto", 2)
+
+
+def test_segmenter_aligns_shifted_training_images():
+    """The estimator passes its patch grid on: the shifts are those of the grid."""
+    from skpatch.datasets import make_defect_dataset
+
+    boards = make_defect_dataset(10, 2, image_size=64, kind="board", variation=3.0, random_state=0)
+    seg = SoftPatchSegmenter(random_state=0).set_params(
+        featurizer__image_size=64, featurizer__embed_dim=32
+    ).fit(boards.train_images)
+    denoise = seg.named_steps["denoise"]
+    assert denoise.shifts_.shape == (10, 2) and (denoise.shifts_ != 0).any()
+    assert np.abs(denoise.shifts_).max() <= 2
 
 
 def test_invalid_params_raise():
