@@ -46,6 +46,7 @@ SINGLE_PHASES = (
 WORKER_PHASES = (
     ("skpatch.dask", "_featurize_partition", "featurize"),
     ("skpatch.dask", "_raw_scores_block", "denoise"),
+    ("skpatch.dask", "_projected_scores_block", "denoise"),  # with max_shift
     ("skpatch.dask", "_local_coreset", "coreset"),
     ("skpatch.dask", "_merge_coresets", "coreset"),
     ("skpatch.dask", "_leave_one_out_block", "train_scores"),
@@ -142,12 +143,12 @@ def run_cluster(n_workers, paths):
         client.run(probe._install, WORKER_PHASES)
         client.run(probe._record, "start")
 
-        def timed_discriminator(disc, features, client):
+        def timed_discriminator(disc, features, client, *args):
             from distributed import wait
 
             wait(features)  # the position chunks (persisted, asynchronously) are all there
             client.run(probe._record, "shuffle")
-            return original(disc, features, client)
+            return original(disc, features, client, *args)
 
         skpatch.dask._fit_discriminator = timed_discriminator
         try:

@@ -55,7 +55,6 @@ class BaseSoftPatch(BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    # Removal ratio of the default NoiseDiscriminator; subclasses override.
     # The default NoiseDiscriminator's parameters (the segmenter's differ).
     _default_denoise = {"threshold": 0.15}
 

@@ -75,7 +75,10 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         images, and positions are compared in that common frame (see
         :attr:`shifts_`). For parts that sit a little differently in each
         image, where an unaligned position holds different content in
-        different images. 0 compares the grids as they are.
+        different images. 0 compares the grids as they are. The shift is
+        capped at ``(min(h, w) - 1) // 2`` on both axes; a patch that its
+        shift moves out of the common frame takes the score of the nearest
+        position that stays in.
 
     soft_weights : bool, default=True
         If False, every kept patch gets weight 1 (hard removal only).
@@ -397,8 +400,6 @@ def _cached_raw_score(feature_key, score_key, discriminator, features, grid_shap
     with torch_threads(discriminator.n_jobs):
         raw, shifts = discriminator._raw_scores(features, (score_key["name"],), grid_shape)
     return raw[score_key["name"]], shifts
-
-
 
 
 # Raw scores each method combines.

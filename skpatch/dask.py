@@ -692,7 +692,7 @@ def _raw_scores_block(block, disc, names, working_memory):
     from ._threads import torch_threads
 
     with config_context(working_memory=working_memory), torch_threads(disc.n_jobs):
-        # A position chunk is not a grid: max_shift was refused before.
+        # Only with max_shift=0: a position chunk is not a grid.
         raw, _ = disc._raw_scores(np.asarray(block), names, (1, block.shape[1]))
     return np.stack([raw[name] for name in names])
 
@@ -724,7 +724,8 @@ def _aligned_raw_scores(disc, features, names, client, grid_shape, working_memor
     )
     per_image = n_patches * n_dims * 4
     images_per_chunk = max(1, _POSITION_CHUNK_BYTES // per_image)
-    by_image = projected.rechunk((images_per_chunk, n_patches, n_dims))
+    # Persisted: every pass and the final alignment start from it.
+    by_image = client.persist(projected.rechunk((images_per_chunk, n_patches, n_dims)))
     candidates = shift_candidates(grid_shape, disc.max_shift)
     shifts = np.zeros((n_images, 2), dtype=np.int64)
     for _ in range(N_PASSES if len(candidates) > 1 else 0):
