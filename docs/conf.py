@@ -31,10 +31,11 @@ default_role = "literal"
 
 # -- autodoc / autosummary / numpydoc ------------------------------------------
 autosummary_generate = True
-# Inherited scikit-learn methods are documented, except two whose docstrings
+# Inherited scikit-learn methods are documented, except those whose docstrings
 # point to labels in scikit-learn's own documentation (unresolvable here, and
-# of little use for image estimators).
-EXCLUDED_MEMBERS = ["get_metadata_routing", "set_output"]
+# of little use for image estimators): set_fit_request is generated for
+# NoiseDiscriminator.fit's grid_shape.
+EXCLUDED_MEMBERS = ["get_metadata_routing", "set_output", "set_fit_request"]
 autodoc_default_options = {
     "members": True,
     "inherited-members": True,
