@@ -301,9 +301,12 @@ def test_distributed_discriminator_methods(client, data, method):
         assert np.array_equal(getattr(fitted.pipeline_[1], name), getattr(single.pipeline_[1], name)), name
 
 
-@pytest.mark.parametrize("method", ["lof", "softpatch+"])
-def test_distributed_aligned_discriminator(client, data, method):
-    """max_shift on the workers: the same shifts and scores as one process."""
+@pytest.mark.parametrize("method, chunk_bytes", [("lof", None), ("softpatch+", 20_000)])
+def test_distributed_aligned_discriminator(client, data, method, chunk_bytes, monkeypatch):
+    """max_shift on the workers: the same shifts and scores as one process
+    (with small chunks: several image chunks and many position chunks)."""
+    if chunk_bytes is not None:
+        monkeypatch.setattr(skpatch.dask, "_POSITION_CHUNK_BYTES", chunk_bytes)
     from skpatch.datasets import make_defect_dataset
 
     boards = make_defect_dataset(12, 2, image_size=64, kind="board", variation=3.0, random_state=0)
