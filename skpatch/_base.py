@@ -255,6 +255,20 @@ class BaseSoftPatch(BaseEstimator):
     def _offset(self, train_scores):
         """``offset_`` from in-sample anomaly scores (higher = more anomalous)."""
         train_scores = np.asarray(train_scores, dtype=np.float64).reshape(-1)
+        finite = np.isfinite(train_scores)
+        if not finite.all():
+            # A leave-one-image-out score is infinite when every memory patch
+            # comes from the scored image itself (a bank of a few patches).
+            msg = (
+                f"{int((~finite).sum())} of {finite.size} in-sample anomaly scores are "
+                "infinite: their training images have no memory patch from another "
+                "training image (the memory bank holds too few patches; fit more images "
+                "or raise memory__sampling_ratio)."
+            )
+            if not finite.any():
+                raise ValueError(msg + " offset_ cannot be computed.")
+            warnings.warn(msg + " offset_ is computed from the finite scores only.", UserWarning)
+            train_scores = train_scores[finite]
         if self.contamination == "auto":
             median = np.median(train_scores)
             spread = _MAD_TO_STD * np.median(np.abs(train_scores - median))

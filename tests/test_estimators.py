@@ -339,3 +339,18 @@ def test_blocked_scoring_names_bad_files_by_their_position(data, tmp_path):
         file.truncate(80)
     with config_context(working_memory=0.1), pytest.raises(ValueError, match=r"image 9 from .*09\.png"):
         est.score_samples(paths)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_offset_ignores_images_without_support_in_the_bank(cls, data):
+    # A bank of one patch comes from one image: that image's leave-one-image-out
+    # score is infinite; offset_ must stay finite (it was NaN) and say why.
+    good = data[0]
+    est = _small(cls).set_params(memory__sampling_ratio=1e-4)
+    with pytest.warns(UserWarning, match="infinite.*memory__sampling_ratio"):
+        est.fit(good[:2])
+    assert est.pipeline_[-1].memory_bank_.shape[0] == 1
+    assert np.isfinite(est.offset_)
+    assert np.isfinite(est.decision_function(good[2:4])).all()
+    with pytest.raises(ValueError, match="offset_ cannot be computed"):
+        est._offset(np.full(4, np.inf))
