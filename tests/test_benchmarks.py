@@ -170,3 +170,18 @@ def test_scale_memory_names_the_phase_that_set_the_peak():
     order, after, final, setter = scale_memory.summarise(records)
     assert order == ["start", "featurize", "denoise", "coreset"]
     assert after["featurize"] == 1300.0 and final == 1900.0 and setter == "denoise"
+
+
+def test_removal_dilation_grows_each_removed_patch_onto_its_eight_neighbours():
+    probe = _load("removal_dilation")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 7 * 7, 4))
+    X[3, 24] += 50.0  # one far outlier at the centre of image 3's 7 x 7 grid
+    params = dict(threshold=1.5 / X[:, :, 0].size, random_state=0)
+    raw = probe.VARIANTS["raw"](**params).fit(X, grid_shape=(7, 7))
+    grown = probe.VARIANTS["dil"](**params).fit(X, grid_shape=(7, 7))
+    assert (~raw.kept_).sum() == 1 and not raw.kept_[3, 24]
+    removed = ~grown.kept_.reshape(8, 7, 7)
+    expected = np.zeros_like(removed)
+    expected[3, 2:5, 2:5] = True
+    np.testing.assert_array_equal(removed, expected)

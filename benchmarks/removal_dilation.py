@@ -1,0 +1,123 @@
+"""Grow each removed region onto its grid neighbours, through the public classifier.
+
+A defect covers a few neighbouring patch positions, and each patch feature
+aggregates its 3 x 3 neighbourhood (and the CNN's receptive field is larger
+still), so the patches at the rim of a removed defect resemble it. When the
+discriminator removes a defect's core but keeps its rim, a test image that
+contains the same defect (the overlap protocol, or ``fit_predict``) finds
+its own rim in the memory bank. This probe removes the discriminator's
+``threshold`` share as usual and then also removes, in the same image:
+
+- ``dil``: every 8-neighbour of a removed patch (one 3 x 3 dilation);
+- ``hyst``: neighbours whose score is also in the top ``2 x threshold``
+  share, repeated until nothing changes (hysteresis, as in edge detection).
+
+``raw`` is the unchanged discriminator; ``(rX)`` the share of patches
+removed, in %. Usage, from the repository root::
+
+    python benchmarks/removal_dilation.py                       # both hard sets, seeds 0 1 2
+    python benchmarks/removal_dilation.py --datasets hard_surface --seeds 0 --thresholds 0.15
+"""
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+from skpatch import NoiseDiscriminator  # noqa: E402
+
+DISCRIMINATORS = {
+    "k6": {"n_neighbors": 6, "max_shift": 0},
+    "alkA": {"n_neighbors": "auto", "max_shift": 2},
+}
+_EIGHT = np.ones((1, 3, 3), dtype=bool)
+
+
+class _Dilated(NoiseDiscriminator):
+    """Removed patches grown onto their 8-neighbours (``_mode``)."""
+
+    _mode = "dil"
+
+    def _fit(self, X, memory=None, feature_key=None, grid_shape=None):
+        super()._fit(X, memory, feature_key, grid_shape)
+        h, w = self._check_grid_shape(grid_shape, self.scores_.shape[1])
+        removed = ~self.kept_.reshape(-1, h, w)
+        if self._mode == "dil":
+            removed = ndimage.binary_dilation(removed, structure=_EIGHT)
+        else:
+            flat = self.scores_.reshape(-1)
+            low = np.quantile(flat, 1 - min(2 * self.threshold, 1.0))
+            candidates = (self.scores_ >= low).reshape(removed.shape) | removed
+            removed = ndimage.binary_propagation(removed, structure=_EIGHT, mask=candidates)
+        self.kept_ = ~removed.reshape(self.kept_.shape)
+        return self
+
+
+class _Hysteresis(_Dilated):
+    _mode = "hyst"
+
+
+VARIANTS = {"raw": NoiseDiscriminator, "dil": _Dilated, "hyst": _Hysteresis}
+
+
+def _line(name, seed, noise, data, thresholds, variants, discriminators, cache):
+    import noise_robustness as nr
+    from sklearn.metrics import roc_auc_score
+
+    from skpatch import SoftPatchClassifier
+    from skpatch.datasets import make_noisy_split
+
+    split = make_noisy_split(data, noise, overlap=True, random_state=seed)
+    labels = np.asarray(split.test_labels, dtype=int)
+
+    def fit(**params):
+        est = SoftPatchClassifier(random_state=seed, cache=cache).set_params(**nr.DATASET_PARAMS[name], **params)
+        return est.fit(split.train_images)
+
+    def auroc(est):
+        return roc_auc_score(labels, -est.score_samples(split.test_images))
+
+    cells = [f"pc={auroc(fit(denoise='passthrough')):.3f}"]
+    for label in discriminators:
+        for threshold in thresholds:
+            for variant in variants:
+                disc = VARIANTS[variant](threshold=threshold, random_state=seed, **DISCRIMINATORS[label])
+                est = fit(denoise=disc)
+                removed = 100 * (1 - est.named_steps["denoise"].kept_.mean())
+                cells.append(f"{label}@{threshold}:{variant}={auroc(est):.3f}(r{removed:.0f})")
+    return f"{name} {seed} {noise} " + " ".join(cells)
+
+
+def main(argv=None):
+    import noise_robustness as nr
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["hard_logical", "hard_surface"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.2, 0.4])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.15])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--discriminators", nargs="+", default=["k6"], choices=list(DISCRIMINATORS))
+    parser.add_argument("--n-train", type=int, default=60)
+    parser.add_argument("--n-test", type=int, default=60)
+    parser.add_argument("--image-size", type=int, default=128)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as cache:
+        for name in args.datasets:
+            for seed in args.seeds:
+                data = nr.synthetic_dataset(name, seed, args)
+                for noise in args.noise:
+                    line = _line(name, seed, noise, data, args.thresholds, args.variants, args.discriminators, cache)
+                    print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

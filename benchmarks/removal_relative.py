@@ -1,0 +1,106 @@
+"""Removal by each patch's score relative to its own image, through the public classifier.
+
+A training image that is lit or placed differently from the others scores high
+at every position, so a global cut on the per-position scores removes its
+normal patches wholesale; a defect scores high only where it is. This probe
+divides every patch's discriminator score by the median score of its image
+before the ``threshold`` cut (``rel``), and optionally also divides the soft
+weights the same way (``relw``), and prints test image AUROC beside PatchCore
+(``pc``) and the unchanged discriminator at the same threshold. Usage, from the
+repository root::
+
+    python benchmarks/removal_relative.py                          # both hard sets, seeds 0 1 2
+    python benchmarks/removal_relative.py --datasets hard_logical --seeds 0 --thresholds 0.15
+"""
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+from skpatch import NoiseDiscriminator  # noqa: E402
+from skpatch._discriminator import _keep_mask  # noqa: E402
+
+DISCRIMINATORS = {
+    "k6": {"n_neighbors": 6, "max_shift": 0},
+    "alkA": {"n_neighbors": "auto", "max_shift": 2},
+}
+
+
+class _RelativeRemoval(NoiseDiscriminator):
+    """The threshold cut on score / (median score of the patch's image)."""
+
+    _relative_weights = False
+
+    def _fit_from_raw(self, raw):
+        super()._fit_from_raw(raw)
+        median = np.median(self.scores_, axis=1, keepdims=True)
+        relative = self.scores_ / np.maximum(median, 1e-12)
+        self.kept_, self.score_threshold_ = _keep_mask(relative, self.threshold)
+        if self._relative_weights and self.soft_weights:
+            self.weights_ = (self.weights_ / np.maximum(median, 1e-12)).astype(np.float32)
+        return self
+
+
+class _RelativeRemovalAndWeights(_RelativeRemoval):
+    _relative_weights = True
+
+
+VARIANTS = {"raw": NoiseDiscriminator, "rel": _RelativeRemoval, "relw": _RelativeRemovalAndWeights}
+
+
+def _line(name, seed, noise, data, thresholds, variants, discriminators, cache):
+    import noise_robustness as nr
+    from sklearn.metrics import roc_auc_score
+
+    from skpatch import SoftPatchClassifier
+    from skpatch.datasets import make_noisy_split
+
+    split = make_noisy_split(data, noise, overlap=True, random_state=seed)
+    labels = np.asarray(split.test_labels, dtype=int)
+
+    def auroc(**params):
+        est = SoftPatchClassifier(random_state=seed, cache=cache).set_params(**nr.DATASET_PARAMS[name], **params)
+        return roc_auc_score(labels, -est.fit(split.train_images).score_samples(split.test_images))
+
+    cells = [f"pc={auroc(denoise='passthrough'):.3f}"]
+    for label in discriminators:
+        for threshold in thresholds:
+            for variant in variants:
+                disc = VARIANTS[variant](threshold=threshold, random_state=seed, **DISCRIMINATORS[label])
+                cells.append(f"{label}@{threshold}:{variant}={auroc(denoise=disc):.3f}")
+    return f"{name} {seed} {noise} " + " ".join(cells)
+
+
+def main(argv=None):
+    import noise_robustness as nr
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["hard_logical", "hard_surface"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.2, 0.4])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.15])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--discriminators", nargs="+", default=["k6"], choices=list(DISCRIMINATORS))
+    parser.add_argument("--n-train", type=int, default=60)
+    parser.add_argument("--n-test", type=int, default=60)
+    parser.add_argument("--image-size", type=int, default=128)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as cache:
+        for name in args.datasets:
+            for seed in args.seeds:
+                data = nr.synthetic_dataset(name, seed, args)
+                for noise in args.noise:
+                    line = _line(name, seed, noise, data, args.thresholds, args.variants, args.discriminators, cache)
+                    print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
