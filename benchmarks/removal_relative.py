@@ -38,8 +38,8 @@ class _RelativeRemoval(NoiseDiscriminator):
 
     _relative_weights = False
 
-    def _fit_from_raw(self, raw):
-        super()._fit_from_raw(raw)
+    def _fit_from_raw(self, raw, grid_shape):
+        super()._fit_from_raw(raw, grid_shape)
         median = np.median(self.scores_, axis=1, keepdims=True)
         relative = self.scores_ / np.maximum(median, 1e-12)
         self.kept_, self.score_threshold_ = _keep_mask(relative, self.threshold)

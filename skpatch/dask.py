@@ -639,10 +639,11 @@ def _fit_discriminator(disc, features, client, grid_shape):
             axis=2,
         )
     raw = client.persist(raw)
-    if disc.method == "softpatch+":
-        # Global ranks of every patch against every other: gathered here.
+    if disc.method == "softpatch+" or disc.dilation:
+        # Global ranks of every patch against every other, or the removal
+        # grown across positions within each image: gathered here.
         gathered = raw.compute()
-        disc._fit_from_raw({name: gathered[i] for i, name in enumerate(names)})
+        disc._fit_from_raw({name: gathered[i] for i, name in enumerate(names)}, grid_shape)
         chunks = (n_images, features.chunks[1])
         return da.from_array(disc.kept_, chunks=chunks), da.from_array(disc.weights_, chunks=chunks)
     scores = raw[0]

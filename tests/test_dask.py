@@ -301,20 +301,24 @@ def test_distributed_discriminator_methods(client, data, method):
         assert np.array_equal(getattr(fitted.pipeline_[1], name), getattr(single.pipeline_[1], name)), name
 
 
-@pytest.mark.parametrize("method, chunk_bytes", [("lof", None), ("softpatch+", 20_000)])
-def test_distributed_aligned_discriminator(client, data, method, chunk_bytes, monkeypatch):
+@pytest.mark.parametrize(
+    "method, chunk_bytes, dilation", [("lof", None, 0), ("softpatch+", 20_000, 0), ("lof", None, 1)]
+)
+def test_distributed_aligned_discriminator(client, data, method, chunk_bytes, dilation, monkeypatch):
     """max_shift on the workers: the same shifts and scores as one process
-    (with small chunks: several image chunks and many position chunks)."""
+    (with small chunks: several image chunks and many position chunks), and
+    the removal grown across positions (``dilation``) the same too."""
     if chunk_bytes is not None:
         monkeypatch.setattr(skpatch.dask, "_POSITION_CHUNK_BYTES", chunk_bytes)
     from skpatch.datasets import make_defect_dataset
 
     boards = make_defect_dataset(12, 2, image_size=64, kind="board", variation=3.0, random_state=0)
     X = boards.train_images
-    denoise = skpatch.NoiseDiscriminator(method, max_shift=2)
+    denoise = skpatch.NoiseDiscriminator(method, max_shift=2, dilation=dilation)
     with torch_threads(ONE):
         single = _small(SoftPatchClassifier, denoise=denoise).fit(X)
     assert (single.pipeline_[1].shifts_ != 0).any()  # the boards sit differently
+    assert (1 - single.pipeline_[1].kept_.mean() > 0.2) == bool(dilation)  # threshold 0.15, grown
     fitted = skpatch.dask.fit(_small(SoftPatchClassifier, denoise=denoise), X, client=client, partition_size=4)
     for name in ("shifts_", "scores_", "kept_", "weights_", "score_threshold_"):
         assert np.array_equal(getattr(fitted.pipeline_[1], name), getattr(single.pipeline_[1], name)), name

@@ -212,3 +212,30 @@ def test_max_shift_with_a_projection_and_chunks(rng):
         chunked = NoiseDiscriminator(max_shift=2, n_components=16, random_state=0).fit(X)
     np.testing.assert_array_equal(full.scores_, chunked.scores_)
     np.testing.assert_array_equal(full.shifts_, chunked.shifts_)
+
+
+@pytest.mark.parametrize("dilation, block", [(1, (slice(1, 4), slice(2, 5))), (2, (slice(0, 5), slice(1, 6)))])
+def test_dilation_grows_each_removed_patch_within_its_own_image(dilation, block):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 5 * 7, 4))
+    X[3, 2 * 7 + 3] += 50.0  # one far outlier at row 2, column 3 of image 3's 5 x 7 grid
+    params = dict(threshold=1.5 / (8 * 35), random_state=0)
+    cut = NoiseDiscriminator(**params).fit(X, grid_shape=(5, 7))
+    grown = NoiseDiscriminator(dilation=dilation, **params).fit(X, grid_shape=(5, 7))
+    assert (~cut.kept_).sum() == 1 and not cut.kept_[3, 2 * 7 + 3]
+    expected = np.zeros((8, 5, 7), dtype=bool)
+    expected[(3, *block)] = True
+    np.testing.assert_array_equal(~grown.kept_.reshape(8, 5, 7), expected)
+    # The cut itself and the scores and weights do not change.
+    assert grown.score_threshold_ == cut.score_threshold_
+    np.testing.assert_array_equal(grown.scores_, cut.scores_)
+    np.testing.assert_array_equal(grown.weights_, cut.weights_)
+
+
+def test_dilation_zero_is_the_plain_cut():
+    X = np.random.default_rng(1).normal(size=(8, 16, 3))
+    plain = NoiseDiscriminator(random_state=0).fit(X)
+    zero = NoiseDiscriminator(dilation=0, random_state=0).fit(X)
+    np.testing.assert_array_equal(plain.kept_, zero.kept_)
+    with pytest.raises(ValueError, match="dilation"):
+        NoiseDiscriminator(dilation=-1).fit(X)
