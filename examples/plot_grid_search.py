@@ -125,7 +125,7 @@ ax.set_xticks(
     range(len(threshold_values)), [f"{t:g}" for t in threshold_values]
 )
 ax.set_yticks(range(len(method_names)), method_names)
-ax.set_xlabel("denoise__threshold (fraction of training patches removed)")
+ax.set_xlabel("denoise__threshold (share of patch scores cut, then dilated)")
 ax.set_ylabel("denoise__method")
 middle = (grid.max() + min(patchcore, grid.min())) / 2
 for (r, c), value in np.ndenumerate(grid):

@@ -42,9 +42,7 @@ cache = tempfile.mkdtemp(prefix="skpatch-cache-")
 patchcore = SoftPatchSegmenter(
     denoise="passthrough", cache=cache, random_state=0
 )
-softpatch = SoftPatchSegmenter(cache=cache, random_state=0).set_params(
-    denoise__threshold=0.15
-)
+softpatch = SoftPatchSegmenter(cache=cache, random_state=0)
 for model in (patchcore, softpatch):
     model.set_params(featurizer__image_size=SIZE).fit(split.train_images)
 
@@ -125,10 +123,11 @@ plt.tight_layout()
 # %%
 # The discriminator scores patches of the defective images far above those of
 # the good one. At 96 pixels the CNN's receptive field spans much of the
-# image, so a defect also raises the scores of patches well around it: with
-# ``threshold=0.15`` (15% of all training patches removed) these whole
-# neighbourhoods stay out of the memory bank, while the good image keeps
-# nearly all of its patches.
+# image, so a defect also raises the scores of patches well around it: the
+# default ``threshold=0.15`` cuts the 15% highest patch scores and
+# ``dilation=1`` removes the 8-neighbours of every cut patch too, so these
+# whole neighbourhoods stay out of the memory bank, while the good image keeps
+# most of its patches.
 
 # %%
 # What this changes at test time

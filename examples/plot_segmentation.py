@@ -35,13 +35,14 @@ for part in ("train", "test"):
 # %%
 # Fit both segmenters
 # -------------------
-# The segmenter's default discriminator removes half of the training patches
-# (``denoise__threshold=0.5``, SoftPatch+'s setting for segmentation), since
-# for a pixel map it matters more to leave no defect patch in the memory bank
-# than to keep every normal one; it also aligns the training images by up to
-# two patch positions and compares each patch with half of the images, which
-# keeps a defect that recurs in many images from looking normal (see the user
-# guide). ``cache=`` lets the two models share the CNN features.
+# The segmenter's default discriminator cuts the 15% highest patch scores and
+# also removes the 8-neighbours of every cut patch (``denoise__dilation=1``),
+# since for a pixel map it matters more to leave no defect patch, nor the rim
+# of one, in the memory bank than to keep every normal one; it also aligns the
+# training images by up to two patch positions and compares each patch with
+# half of the images, which keeps a defect that recurs in many images from
+# looking normal (see the user guide). ``cache=`` lets the two models share
+# the CNN features.
 cache = tempfile.mkdtemp(prefix="skpatch-cache-")
 segmenters = {
     "PatchCore": SoftPatchSegmenter(

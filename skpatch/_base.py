@@ -56,7 +56,7 @@ class BaseSoftPatch(BaseEstimator):
     }
 
     # The default NoiseDiscriminator's parameters (the segmenter's differ).
-    _default_denoise = {"threshold": 0.15}
+    _default_denoise = {"threshold": 0.15, "dilation": 1}
 
     def __init__(
         self,

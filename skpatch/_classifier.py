@@ -35,7 +35,9 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
 
     denoise : NoiseDiscriminator, "passthrough" or None, default=None
         The noise discrimination step; None means
-        ``NoiseDiscriminator(threshold=0.15)`` (LOF). ``"passthrough"``
+        ``NoiseDiscriminator(threshold=0.15, dilation=1)`` (LOF; the top 15%
+        of the patch scores are cut and their 8-neighbours in the same image
+        removed with them, see the user guide). ``"passthrough"``
         keeps every patch with weight 1, which is plain PatchCore.
 
     memory : WeightedCoreset or None, default=None

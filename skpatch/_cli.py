@@ -353,7 +353,7 @@ def _add_fit_arguments(parser):
     parser.add_argument("--segment", action="store_true", help="fit a SoftPatchSegmenter (pixel maps and masks) instead of a SoftPatchClassifier")
     parser.add_argument("--backbone", help="timm CNN name (default: the embedded tf_efficientnet_lite0)")
     parser.add_argument("--weights", help="weights file for --backbone, or 'imagenet' (default); the file is stored in the model")
-    parser.add_argument("--threshold", type=float, help="fraction of training patches removed as noise (default: 0.15 classifier, 0.5 segmenter)")
+    parser.add_argument("--threshold", type=float, help="fraction of training patch scores cut as noise (default: 0.15); the default discriminators also remove the cut patches' 8-neighbours (--set denoise__dilation=0 turns that off)")
     parser.add_argument("--method", choices=["lof", "nearest", "gaussian", "softpatch+"], help="noise discriminator score (default: lof)")
     parser.add_argument("--sampling-ratio", type=float, help="memory bank size as a fraction of all patches (default: 0.1)")
     parser.add_argument("--image-size", type=int, help="CNN input size in pixels (default: 224)")

@@ -294,7 +294,7 @@ def test_inspect_reports_what_is_inside(models, capsys):
     assert info["featurizer"]["image_size"] == 64 and info["format_version"] == 1
     assert main(["inspect", models["seg"]]) == 0
     text = capsys.readouterr().out
-    assert "removal_ratio" in text and "0.5" in text and "SoftPatchSegmenter" in text
+    assert "removal_ratio" in text and "0.15" in text and "SoftPatchSegmenter" in text
 
 
 def test_inspect_reads_a_fitted_threshold_when_there_is_one(models, tmp_path, capsys):

@@ -42,8 +42,10 @@ def test_nested_params_on_default_steps(cls):
 
 def test_default_discriminators_differ_by_task():
     clf, seg = SoftPatchClassifier().get_params(), SoftPatchSegmenter().get_params()
-    assert (clf["denoise__threshold"], clf["denoise__n_neighbors"], clf["denoise__max_shift"]) == (0.15, 6, 0)
-    assert (seg["denoise__threshold"], seg["denoise__n_neighbors"], seg["denoise__max_shift"]) == (0.5, "auto", 2)
+    keys = ("denoise__threshold", "denoise__n_neighbors", "denoise__max_shift", "denoise__dilation")
+    assert tuple(clf[k] for k in keys) == (0.15, 6, 0, 1)
+    assert tuple(seg[k] for k in keys) == (0.15, "auto", 2, 1)
+    assert NoiseDiscriminator().dilation == 0  # the papers' removal, outside the estimators
 
 
 def test_segmenter_aligns_shifted_training_images():
