@@ -267,11 +267,13 @@ def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0, 
 
     Notes
     -----
-    The workers' chunked distance computations follow the client's
-    ``sklearn.get_config()["working_memory"]`` (as one process would);
-    lower it with ``sklearn.config_context(working_memory=...)`` around
-    the call to lower each worker's peak memory. Results do not depend on
-    it.
+    The client's ``sklearn.get_config()["working_memory"]`` (the budget
+    of one process's chunked distance computations) is shared out over the
+    workers, as the features are: each worker's chunks are sized by
+    ``working_memory / n_workers`` (the workers at the start of the fit),
+    so the cluster as a whole works within the budget that one process
+    would. Set it with ``sklearn.config_context(working_memory=...)``
+    around the call; results do not depend on it.
 
     ``train_scores_`` (classifier) are computed on the workers, partition
     by partition; the segmenter's ``offset_`` uses at most 64 training
@@ -521,13 +523,16 @@ class _DistributedFit:
         # all images at a range of positions. Only the position chunks are
         # kept, so each worker holds about 1 / n_workers of the features.
         by_position = self.client.persist(_by_position(features, self.client, self.shuffle))
+        self.working_memory = _worker_working_memory(self.client)
         if denoise == "passthrough":
             kept, weights = None, None
         else:
             denoise._validate_params()
-            kept, weights = _fit_discriminator(denoise, by_position, self.client, featurizer.feature_shape_)
+            kept, weights = _fit_discriminator(
+                denoise, by_position, self.client, featurizer.feature_shape_, self.working_memory
+            )
         coreset._validate_params()
-        _fit_coreset(coreset, by_position, kept, weights, self.client, self.oversample)
+        _fit_coreset(coreset, by_position, kept, weights, self.client, self.oversample, self.working_memory)
         est.pipeline_ = Pipeline([("featurizer", featurizer), ("denoise", denoise), ("coreset", coreset)])
         est.n_train_images_ = int(n_images)
         est.image_size_ = _image_size(parts[0])
@@ -549,13 +554,10 @@ class _DistributedFit:
             indices = np.arange(n_images)
         else:
             indices = est._offset_sample(n_images)
-        from sklearn import get_config
-
         coreset = self.client.scatter(est.pipeline_[-1], broadcast=True, hash=False)
         blocks = by_position.to_delayed().reshape(-1)
-        memory = get_config()["working_memory"]
         parts = self.client.compute(
-            [_delayed(_leave_one_out_block)(coreset, block, indices, memory) for block in blocks]
+            [_delayed(_leave_one_out_block)(coreset, block, indices, self.working_memory) for block in blocks]
         )
         patch_maps = est._patch_map(-np.concatenate(self.client.gather(parts), axis=1))
         if isinstance(est, SoftPatchClassifier):
@@ -563,6 +565,14 @@ class _DistributedFit:
             est.offset_ = est._offset(-est.train_scores_)
             return
         est.offset_ = est._offset(est._to_pixels(patch_maps, est.pipeline_[0]._image_size()))
+
+
+def _worker_working_memory(client):
+    """Each worker's share (MiB) of the client's ``working_memory`` budget."""
+    from sklearn import get_config
+
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    return get_config()["working_memory"] / n_workers
 
 
 def _delayed(func):
@@ -606,13 +616,13 @@ def _by_position(features, client, method="tasks"):
 # -- the noise discriminator, position-chunk by position-chunk ---------------------
 
 
-def _fit_discriminator(disc, features, client, grid_shape):
+def _fit_discriminator(disc, features, client, grid_shape, working_memory):
     """Fit ``disc`` on ``features`` chunked by position; return dask ``kept``, ``weights``.
 
-    ``kept`` and ``weights`` stay on the workers, chunked as ``features``.
+    ``kept`` and ``weights`` stay on the workers, chunked as ``features``;
+    ``working_memory`` (MiB) sizes the chunks of each worker's scoring.
     """
     import dask.array as da
-    from sklearn import get_config
 
     from ._discriminator import _NEEDED_SCORES
 
@@ -622,7 +632,6 @@ def _fit_discriminator(disc, features, client, grid_shape):
     grid_shape = disc._check_grid_shape(grid_shape, n_patches)
     names = _NEEDED_SCORES[disc.method]
     by_position = features
-    working_memory = get_config()["working_memory"]
     if disc.max_shift:
         raw, disc.shifts_ = _aligned_raw_scores(disc, features, names, client, grid_shape, working_memory)
     else:
@@ -910,7 +919,7 @@ class _Selector:
 # -- the composable coreset -------------------------------------------------------
 
 
-def _fit_coreset(coreset, features, kept, weights, client, oversample):
+def _fit_coreset(coreset, features, kept, weights, client, oversample, working_memory):
     """Local greedy k-center per position chunk, then greedy k-center on their union.
 
     A composable coreset needs only some partition of the patches; the
@@ -936,23 +945,27 @@ def _fit_coreset(coreset, features, kept, weights, client, oversample):
         _delayed(_local_coreset)(
             block, kb, wb, int(start), n_patches, projection,
             math.ceil(oversample * coreset.sampling_ratio * n_images * width - 1e-9), coreset, int(seed),
+            working_memory,
         )
         for block, kb, wb, start, width, seed in zip(
             blocks, kept_blocks, weight_blocks, _block_starts(widths), widths, seeds
         )
     ]
-    merged = client.compute(_delayed(_merge_coresets)(local, n_select, coreset, int(seeds[-1]), n_patches))
+    merged = client.compute(
+        _delayed(_merge_coresets)(local, n_select, coreset, int(seeds[-1]), n_patches, working_memory)
+    )
     coreset.__dict__.update(merged.result().__dict__)
     return coreset
 
 
-def _local_coreset(features, kept, weights, start, n_patches, projection, n_local, coreset, seed):
+def _local_coreset(features, kept, weights, start, n_patches, projection, n_local, coreset, seed, working_memory):
     """A position chunk's greedy k-center centres.
 
     Returns their flat training indices (``image * n_patches + position``),
     projected points, features and weights.
     """
     import torch
+    from sklearn import config_context
 
     from ._kcenter import greedy_kcenter
     from ._threads import torch_threads
@@ -967,7 +980,7 @@ def _local_coreset(features, kept, weights, start, n_patches, projection, n_loca
         return (np.empty(0, np.int64), np.empty((0, dim), np.float32),
                 np.empty((0, n_features), np.float32), np.empty(0, np.float32))
     rng = np.random.RandomState(seed)
-    with torch_threads(coreset.n_jobs):
+    with config_context(working_memory=working_memory), torch_threads(coreset.n_jobs):
         points = np.asarray(flat[candidates], dtype=np.float32)
         if projection is not None:
             points = (torch.from_numpy(points) @ torch.from_numpy(projection)).numpy()
@@ -979,8 +992,10 @@ def _local_coreset(features, kept, weights, start, n_patches, projection, n_loca
     return flat_index, points[chosen], np.ascontiguousarray(flat[rows], dtype=np.float32), w[rows]
 
 
-def _merge_coresets(local, n_select, coreset, seed, n_patches):
+def _merge_coresets(local, n_select, coreset, seed, n_patches, working_memory):
     """Greedy k-center on the union of the local centres: the fitted bank."""
+    from sklearn import config_context
+
     from ._coreset import ALL_REMOVED
     from ._kcenter import greedy_kcenter
     from ._threads import torch_threads
@@ -993,6 +1008,6 @@ def _merge_coresets(local, n_select, coreset, seed, n_patches):
         raise ValueError(ALL_REMOVED)
     rng = np.random.RandomState(seed)
     n_select = min(n_select, indices.size)
-    with torch_threads(coreset.n_jobs):
+    with config_context(working_memory=working_memory), torch_threads(coreset.n_jobs):
         chosen = greedy_kcenter(points, n_select, n_cells=coreset._n_cells(indices.size), rng=rng)
         return coreset._set_memory_bank(indices[chosen], bank[chosen], bank_weights[chosen], n_patches, rng)

@@ -324,6 +324,21 @@ def test_distributed_aligned_discriminator(client, data, method, chunk_bytes, di
         assert np.array_equal(getattr(fitted.pipeline_[1], name), getattr(single.pipeline_[1], name)), name
 
 
+def test_workers_share_the_working_memory(client, data):
+    """Each worker's chunks get ``working_memory / n_workers``; the fit does not depend on it."""
+    from sklearn import config_context
+
+    with config_context(working_memory=64):
+        assert skpatch.dask._worker_working_memory(client) == 32
+    X = data[0][:12]
+    reference = skpatch.dask.fit(_small(SoftPatchClassifier), X, client=client, partition_size=4)
+    with config_context(working_memory=1):  # tiny chunks everywhere on the workers
+        fitted = skpatch.dask.fit(_small(SoftPatchClassifier), X, client=client, partition_size=4)
+    assert np.array_equal(fitted.pipeline_[1].kept_, reference.pipeline_[1].kept_)
+    assert np.array_equal(fitted.pipeline_[2].memory_bank_, reference.pipeline_[2].memory_bank_)
+    assert np.array_equal(fitted.train_scores_, reference.train_scores_)
+
+
 def test_distributed_fit_segmenter_and_passthrough(client, data):
     X, y, masks = data
     seg = skpatch.dask.fit(_small(SoftPatchSegmenter), X[:16], client=client, partition_size=8)
