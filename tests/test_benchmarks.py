@@ -185,3 +185,16 @@ def test_removal_dilation_grows_each_removed_patch_onto_its_eight_neighbours():
     expected = np.zeros_like(removed)
     expected[3, 2:5, 2:5] = True
     np.testing.assert_array_equal(removed, expected)
+
+
+def test_dask_bottle_coverage_radius_is_blocked_exactly():
+    pytest.importorskip("torch")
+    dask_bottle = _load("dask_bottle")
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(5, 6, 3)).astype(np.float32)
+    kept = rng.random((5, 6)) > 0.3
+    bank = rng.normal(size=(4, 3)).astype(np.float32)
+    flat = features.reshape(-1, 3)[kept.reshape(-1)]
+    expected = np.sqrt(((flat[:, None] - bank[None]) ** 2).sum(-1)).min(1).max()
+    assert dask_bottle.coverage_radius(features, kept, bank, block=7) == pytest.approx(expected, rel=1e-5)
+    assert dask_bottle.coverage_radius(features, kept, bank[:1]) >= expected  # fewer centres, larger radius
