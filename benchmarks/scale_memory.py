@@ -103,8 +103,9 @@ def summarise(records):
     return order, peak_after, final, setter
 
 
-def single_process(paths_file):
+def single_process(paths_file, working_memory=None):
     import torch
+    from sklearn import config_context
 
     torch.set_num_threads(1)
     _install(SINGLE_PHASES)
@@ -113,22 +114,24 @@ def single_process(paths_file):
     with open(paths_file) as file:
         paths = file.read().split("\n")
     _record("start")
-    SoftPatchClassifier(random_state=0).fit(paths)
+    with config_context(working_memory=working_memory):
+        SoftPatchClassifier(random_state=0).fit(paths)
     print(json.dumps(_records()))
 
 
-def run_single(paths, workdir):
+def run_single(paths, workdir, working_memory=None):
     paths_file = os.path.join(workdir, "fit-paths.txt")
     with open(paths_file, "w") as file:
         file.write("\n".join(paths))
     result = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--_single", paths_file],
+        [sys.executable, os.path.abspath(__file__), "--_single", paths_file]
+        + ([] if working_memory is None else ["--working-memory", str(working_memory)]),
         check=True, capture_output=True, text=True,
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run_cluster(n_workers, paths):
+def run_cluster(n_workers, paths, working_memory=None, chunk_mib=None):
     from distributed import Client, LocalCluster
 
     import scale_memory as probe  # workers import it by name: its records persist there
@@ -150,11 +153,18 @@ def run_cluster(n_workers, paths):
             client.run(probe._record, "shuffle")
             return original(disc, features, client, *args)
 
+        from sklearn import config_context
+
         skpatch.dask._fit_discriminator = timed_discriminator
+        chunk_bytes = skpatch.dask._POSITION_CHUNK_BYTES
+        if chunk_mib is not None:
+            skpatch.dask._POSITION_CHUNK_BYTES = int(chunk_mib * 2**20)
         try:
-            skpatch.dask.fit(SoftPatchClassifier(random_state=0), paths, client=client)
+            with config_context(working_memory=working_memory):
+                skpatch.dask.fit(SoftPatchClassifier(random_state=0), paths, client=client)
         finally:
             skpatch.dask._fit_discriminator = original
+            skpatch.dask._POSITION_CHUNK_BYTES = chunk_bytes
         return list(client.run(probe._records).values())
 
 
@@ -163,15 +173,20 @@ def main(argv=None):
     parser.add_argument("--fit-images", type=int, default=200)
     parser.add_argument("--workers", type=int, nargs="+", default=[2])
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "skpatch-scale"))
+    parser.add_argument("--working-memory", type=int, default=None,
+                        help="sklearn working_memory (MiB) of the fit, in both runs (default: sklearn's)")
+    parser.add_argument("--position-chunk-mib", type=float, default=None,
+                        help="size of the position chunks of the shuffle (default: skpatch.dask's, 128)")
+    parser.add_argument("--no-single", action="store_true", help="skip the single-process run")
     parser.add_argument("--_single", nargs=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._single:
-        single_process(args._single[0])
+        single_process(args._single[0], args.working_memory)
         return 0
     paths = write_images(os.path.join(args.workdir, "fit"), args.fit_images, seed=1)
-    runs = [("one process", run_single(paths, args.workdir))]
+    runs = [] if args.no_single else [("one process", run_single(paths, args.workdir, args.working_memory))]
     for n_workers in args.workers:
-        for i, records in enumerate(run_cluster(n_workers, paths)):
+        for i, records in enumerate(run_cluster(n_workers, paths, args.working_memory, args.position_chunk_mib)):
             runs.append((f"{n_workers} workers, worker {i}", records))
     phases = ["start", "featurize", "shuffle", "denoise", "coreset", "train_scores"]
     print(f"\n{args.fit_images} images; peak RSS (MiB, ru_maxrss) after each phase\n")
