@@ -19,7 +19,7 @@ from ._progress import progress
 from ._threads import torch_threads
 
 # The error of a fit whose discriminator kept no patch (also skpatch.dask's).
-ALL_REMOVED = "Every training patch was removed; lower the discriminator's threshold."
+ALL_REMOVED = "Every training patch was removed; lower the discriminator's threshold or dilation."
 # Target points per k-d cell for n_cells="auto": small enough that a cell's
 # projected features stay in the CPU cache during its distance updates.
 _POINTS_PER_CELL = 1024

@@ -45,8 +45,10 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
           rank-normalised LOF and Gaussian scores.
 
     threshold : float in [0, 1), default=0.15
-        Fraction of all training patches removed (those with the highest
-        scores). 0 removes nothing (soft weighting only).
+        Fraction of all training patches cut (those with the highest
+        scores). With ``dilation=0`` this is the share removed; a
+        ``dilation`` removes the cut patches' neighbours too. 0 removes
+        nothing (soft weighting only).
 
     n_neighbors : int or "auto", default=6
         Neighbours for ``"nearest"`` and ``"lof"`` (and ``"softpatch+"``).
@@ -88,8 +90,11 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         the kept rim of a removed defect still resembles it and lets the
         same defect match itself. ``threshold`` still sets the share cut by
         score (``score_threshold_``); the share actually removed, ``1 -
-        kept_.mean()``, grows with the dilation (2.5-4x for 1 on the hard
-        benchmarks, see ``benchmarks/README.md``). 0 removes only the cut.
+        kept_.mean()``, grows with the dilation (for 1: 1.8-3.3x at
+        ``threshold=0.15``, 2.5-4x at 0.05 on the hard benchmarks, see
+        ``benchmarks/README.md``). 0 removes only the cut. Needs the patch
+        grid (``grid_shape`` in :meth:`fit`, which the estimators pass, or
+        a square number of patches).
 
     soft_weights : bool, default=True
         If False, every kept patch gets weight 1 (hard removal only).
@@ -333,9 +338,10 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
             side = int(round(np.sqrt(n_patches)))
             if side * side == n_patches:
                 return side, side
-            if self.max_shift:
+            if self.max_shift or self.dilation:
+                name = "max_shift" if self.max_shift else "dilation"
                 msg = (
-                    f"max_shift needs the patch grid: {n_patches} patches per image is "
+                    f"{name} needs the patch grid: {n_patches} patches per image is "
                     "not a square grid, pass grid_shape=(h, w) to fit."
                 )
                 raise ValueError(msg)

@@ -226,8 +226,11 @@ def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0, 
        scales the weights), is found by a distributed selection: a few
        rounds of counting, per chunk, the scores above candidate values. The
        kept mask and weights equal the single-process ones. ``"softpatch+"``
-       ranks all patches against each other, so its raw scores are gathered
-       on the client (``n_images * n_patches * 8`` bytes).
+       ranks all patches against each other, and ``dilation`` (the
+       estimators' default) grows the removal across positions within each
+       image, so with either the raw scores are gathered on the client
+       (``n_images * n_patches * 4`` bytes per score, the size of the fitted
+       ``scores_``) and the kept mask and weights computed there.
     3. **Coreset** (a composable coreset, Malkomes et al., NeurIPS 2015):
        each partition selects a greedy k-center coreset of its kept patches,
        ``oversample`` times its share of the memory bank; one worker then
@@ -269,10 +272,10 @@ def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0, 
     -----
     The client's ``sklearn.get_config()["working_memory"]`` (the budget
     of one process's chunked distance computations) is shared out over the
-    workers, as the features are: each worker's chunks are sized by
-    ``working_memory / n_workers`` (the workers at the start of the fit),
-    so the cluster as a whole works within the budget that one process
-    would. Set it with ``sklearn.config_context(working_memory=...)``
+    cluster, as the features are: each task's chunks are sized by
+    ``working_memory / n_threads`` (all worker threads at the start of the
+    fit, each of which runs one task at a time), so the cluster as a whole
+    works within the budget that one process would. Set it with ``sklearn.config_context(working_memory=...)``
     around the call; results do not depend on it.
 
     ``train_scores_`` (classifier) are computed on the workers, partition
@@ -568,11 +571,15 @@ class _DistributedFit:
 
 
 def _worker_working_memory(client):
-    """Each worker's share (MiB) of the client's ``working_memory`` budget."""
+    """Each task's share (MiB) of the client's ``working_memory`` budget.
+
+    One share per worker thread (each runs a task at a time), counted when
+    the fit starts.
+    """
     from sklearn import get_config
 
-    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    return get_config()["working_memory"] / n_workers
+    n_threads = max(1, sum(client.nthreads().values()))
+    return get_config()["working_memory"] / n_threads
 
 
 def _delayed(func):
@@ -607,7 +614,7 @@ def _by_position(features, client, method="tasks"):
     """
     n_images, n_patches, n_features = features.shape
     per_position = n_images * n_features * features.dtype.itemsize
-    n_workers = max(1, len(client.scheduler_info().get("workers", ())))
+    n_workers = max(1, len(client.nthreads()))
     n_chunks = max(2 * n_workers, math.ceil(per_position * n_patches / _POSITION_CHUNK_BYTES))
     step = max(1, math.ceil(n_patches / n_chunks))
     return features.rechunk((n_images, step, n_features), method=method)

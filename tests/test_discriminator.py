@@ -239,3 +239,12 @@ def test_dilation_zero_is_the_plain_cut():
     np.testing.assert_array_equal(plain.kept_, zero.kept_)
     with pytest.raises(ValueError, match="dilation"):
         NoiseDiscriminator(dilation=-1).fit(X)
+
+
+def test_dilation_needs_the_patch_grid():
+    """Without grid_shape a non-square patch count has no grid to grow the removal on."""
+    X = np.random.default_rng(2).normal(size=(8, 12, 3))
+    with pytest.raises(ValueError, match="dilation needs the patch grid"):
+        NoiseDiscriminator(dilation=1, random_state=0).fit(X)
+    fitted = NoiseDiscriminator(dilation=1, random_state=0).fit(X, grid_shape=(3, 4))
+    assert fitted.kept_.shape == (8, 12)
