@@ -234,8 +234,10 @@ def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0, 
     3. **Coreset** (a composable coreset, Malkomes et al., NeurIPS 2015):
        each partition selects a greedy k-center coreset of its kept patches,
        ``oversample`` times its share of the memory bank; one worker then
-       runs greedy k-center on the union of those centres, down to the
-       single-process bank size. The weights travel with the patches.
+       runs greedy k-center on the union of those centres (their projected
+       points only), down to the single-process bank size, and the client
+       fetches the chosen centres' features and weights from the partitions
+       and builds the bank and its search index.
 
     The result is an ordinary fitted estimator: it scores, saves and
     exports like one fitted by ``estimator.fit``. Its features and
@@ -931,9 +933,14 @@ def _fit_coreset(coreset, features, kept, weights, client, oversample, working_m
 
     A composable coreset needs only some partition of the patches; the
     position chunks of the shuffle are one, and are already where the
-    kept mask and weights are.
+    kept mask and weights are. The merge sees only the local centres'
+    projected points (the selection runs on them); the full features of
+    the chosen centres are then fetched from the local coresets, and the
+    bank and its search index are built here, on the client.
     """
     from sklearn.utils import check_random_state
+
+    from ._threads import torch_threads
 
     n_images, n_patches, n_features = features.shape
     rng = check_random_state(coreset.random_state)
@@ -948,7 +955,7 @@ def _fit_coreset(coreset, features, kept, weights, client, oversample, working_m
     blocks = features.to_delayed().reshape(-1)
     kept_blocks = [None] * len(blocks) if kept is None else kept.to_delayed().reshape(-1)
     weight_blocks = [None] * len(blocks) if weights is None else weights.to_delayed().reshape(-1)
-    local = [
+    local = client.compute([
         _delayed(_local_coreset)(
             block, kb, wb, int(start), n_patches, projection,
             math.ceil(oversample * coreset.sampling_ratio * n_images * width - 1e-9), coreset, int(seed),
@@ -957,12 +964,29 @@ def _fit_coreset(coreset, features, kept, weights, client, oversample, working_m
         for block, kb, wb, start, width, seed in zip(
             blocks, kept_blocks, weight_blocks, _block_starts(widths), widths, seeds
         )
-    ]
-    merged = client.compute(
-        _delayed(_merge_coresets)(local, n_select, coreset, int(seeds[-1]), n_patches, working_memory)
+    ])
+    points = [client.submit(_projected_part, part, pure=False) for part in local]
+    chosen, rng = client.submit(
+        _merge_coresets, points, n_select, coreset, int(seeds[-1]), working_memory, pure=False
+    ).result()
+    # The chosen centres' indices, features and weights, part by part.
+    sizes = client.gather([client.submit(_part_size, part, pure=False) for part in local])
+    owner = np.searchsorted(np.cumsum(sizes), chosen, side="right")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rows = [chosen[owner == i] - starts[i] for i in range(len(local))]
+    parts = client.gather(
+        [client.submit(_part_rows, part, r, pure=False) for part, r in zip(local, rows) if r.size]
     )
-    coreset.__dict__.update(merged.result().__dict__)
-    return coreset
+    del local, points
+    order = np.argsort(owner, kind="stable")  # chosen, grouped by part as fetched
+    indices = np.empty(chosen.size, np.int64)
+    bank = np.empty((chosen.size, features.shape[2]), np.float32)
+    bank_weights = np.empty(chosen.size, np.float32)
+    indices[order] = np.concatenate([part[0] for part in parts])
+    bank[order] = np.concatenate([part[1] for part in parts])
+    bank_weights[order] = np.concatenate([part[2] for part in parts])
+    with torch_threads(coreset.n_jobs):
+        return coreset._set_memory_bank(indices, bank, bank_weights, n_patches, rng)
 
 
 def _local_coreset(features, kept, weights, start, n_patches, projection, n_local, coreset, seed, working_memory):
@@ -999,22 +1023,38 @@ def _local_coreset(features, kept, weights, start, n_patches, projection, n_loca
     return flat_index, points[chosen], np.ascontiguousarray(flat[rows], dtype=np.float32), w[rows]
 
 
-def _merge_coresets(local, n_select, coreset, seed, n_patches, working_memory):
-    """Greedy k-center on the union of the local centres: the fitted bank."""
+def _projected_part(part):
+    """A local coreset's projected points (all the merge needs)."""
+    return part[1]
+
+
+def _part_size(part):
+    return len(part[0])
+
+
+def _part_rows(part, rows):
+    """Flat indices, features and weights of a local coreset's ``rows``."""
+    return part[0][rows], part[2][rows], part[3][rows]
+
+
+def _merge_coresets(points, n_select, coreset, seed, working_memory):
+    """Greedy k-center on the union of the local centres' projected points.
+
+    Returns the chosen positions in the union (the local coresets in
+    order) and the random state after the selection, which builds the
+    bank's search index.
+    """
     from sklearn import config_context
 
     from ._coreset import ALL_REMOVED
     from ._kcenter import greedy_kcenter
     from ._threads import torch_threads
 
-    indices = np.concatenate([part[0] for part in local])
-    points = np.concatenate([part[1] for part in local])
-    bank = np.concatenate([part[2] for part in local])
-    bank_weights = np.concatenate([part[3] for part in local])
-    if indices.size == 0:
+    points = np.concatenate(points)
+    if len(points) == 0:
         raise ValueError(ALL_REMOVED)
     rng = np.random.RandomState(seed)
-    n_select = min(n_select, indices.size)
+    n_select = min(n_select, len(points))
     with config_context(working_memory=working_memory), torch_threads(coreset.n_jobs):
-        chosen = greedy_kcenter(points, n_select, n_cells=coreset._n_cells(indices.size), rng=rng)
-        return coreset._set_memory_bank(indices[chosen], bank[chosen], bank_weights[chosen], n_patches, rng)
+        chosen = greedy_kcenter(points, n_select, n_cells=coreset._n_cells(len(points)), rng=rng)
+    return np.asarray(chosen, dtype=np.int64), rng
