@@ -31,20 +31,6 @@ sys.path.insert(0, ROOT)
 DEFAULT_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "mvtec_ad_bottle")
 
 
-def _paths(folder):
-    return sorted(os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".png"))
-
-
-def _split(data):
-    train = _paths(os.path.join(data, "train", "good"))
-    test, labels = [], []
-    for kind in sorted(os.listdir(os.path.join(data, "test"))):
-        paths = _paths(os.path.join(data, "test", kind))
-        test += paths
-        labels += [int(kind != "good")] * len(paths)
-    return train, test, np.array(labels)
-
-
 def coverage_radius(features, kept, bank, block=4096):
     """Largest distance of a kept training patch to its nearest memory patch."""
     import torch
@@ -72,9 +58,11 @@ def main(argv=None):
     import skpatch.dask
     from skpatch import SoftPatchClassifier
     from skpatch._threads import torch_threads
+    from skpatch.datasets import load_mvtec
     from skpatch.metrics import image_auroc
 
-    train, test, labels = _split(args.data)
+    data = load_mvtec(args.data, load_masks=False)  # lazy: file paths
+    train, test, labels = list(data.train_images), list(data.test_images), np.asarray(data.test_labels)
     start = time.perf_counter()
     with torch_threads(1):
         single = SoftPatchClassifier(random_state=0).fit(train)

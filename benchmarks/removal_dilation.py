@@ -8,7 +8,8 @@ contains the same defect (the overlap protocol, or ``fit_predict``) finds
 its own rim in the memory bank. This probe removes the discriminator's
 ``threshold`` share as usual and then also removes, in the same image:
 
-- ``dil``: every 8-neighbour of a removed patch (one 3 x 3 dilation);
+- ``dil``: every 8-neighbour of a removed patch (one 3 x 3 dilation; now
+  ``NoiseDiscriminator(dilation=1)``);
 - ``hyst``: neighbours whose score is also in the top ``2 x threshold``
   share, repeated until nothing changes (hysteresis, as in edge detection).
 
@@ -20,6 +21,7 @@ removed, in %. Usage, from the repository root::
 """
 
 import argparse
+import functools
 import sys
 import tempfile
 from pathlib import Path
@@ -40,31 +42,25 @@ DISCRIMINATORS = {
 _EIGHT = np.ones((1, 3, 3), dtype=bool)
 
 
-class _Dilated(NoiseDiscriminator):
-    """Removed patches grown onto their 8-neighbours (``_mode``)."""
-
-    _mode = "dil"
+class _Hysteresis(NoiseDiscriminator):
+    """Removed patches grown onto 8-neighbours whose score is in the top ``2 x threshold``."""
 
     def _fit(self, X, memory=None, feature_key=None, grid_shape=None):
         super()._fit(X, memory, feature_key, grid_shape)
         h, w = self._check_grid_shape(grid_shape, self.scores_.shape[1])
         removed = ~self.kept_.reshape(-1, h, w)
-        if self._mode == "dil":
-            removed = ndimage.binary_dilation(removed, structure=_EIGHT)
-        else:
-            flat = self.scores_.reshape(-1)
-            low = np.quantile(flat, 1 - min(2 * self.threshold, 1.0))
-            candidates = (self.scores_ >= low).reshape(removed.shape) | removed
-            removed = ndimage.binary_propagation(removed, structure=_EIGHT, mask=candidates)
+        low = np.quantile(self.scores_.reshape(-1), 1 - min(2 * self.threshold, 1.0))
+        candidates = (self.scores_ >= low).reshape(removed.shape) | removed
+        removed = ndimage.binary_propagation(removed, structure=_EIGHT, mask=candidates)
         self.kept_ = ~removed.reshape(self.kept_.shape)
         return self
 
 
-class _Hysteresis(_Dilated):
-    _mode = "hyst"
-
-
-VARIANTS = {"raw": NoiseDiscriminator, "dil": _Dilated, "hyst": _Hysteresis}
+VARIANTS = {
+    "raw": NoiseDiscriminator,
+    "dil": functools.partial(NoiseDiscriminator, dilation=1),
+    "hyst": _Hysteresis,
+}
 
 
 def _line(name, seed, noise, data, thresholds, variants, discriminators, cache):

@@ -277,8 +277,9 @@ def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0, 
     cluster, as the features are: each task's chunks are sized by
     ``working_memory / n_threads`` (all worker threads at the start of the
     fit, each of which runs one task at a time), so the cluster as a whole
-    works within the budget that one process would. Set it with ``sklearn.config_context(working_memory=...)``
-    around the call; results do not depend on it.
+    works within the budget that one process would. Set it with
+    ``sklearn.config_context(working_memory=...)`` around the call; results
+    do not depend on it.
 
     ``train_scores_`` (classifier) are computed on the workers, partition
     by partition; the segmenter's ``offset_`` uses at most 64 training
@@ -966,14 +967,13 @@ def _fit_coreset(coreset, features, kept, weights, client, oversample, working_m
         )
     ])
     points = [client.submit(_projected_part, part, pure=False) for part in local]
-    chosen, rng = client.submit(
+    chosen, sizes, rng = client.submit(
         _merge_coresets, points, n_select, coreset, int(seeds[-1]), working_memory, pure=False
     ).result()
     # The chosen centres' indices, features and weights, part by part.
-    sizes = client.gather([client.submit(_part_size, part, pure=False) for part in local])
-    owner = np.searchsorted(np.cumsum(sizes), chosen, side="right")
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    rows = [chosen[owner == i] - starts[i] for i in range(len(local))]
+    ends = np.cumsum(sizes)
+    owner = np.searchsorted(ends, chosen, side="right")
+    rows = [chosen[owner == i] - (ends[i] - sizes[i]) for i in range(len(local))]
     parts = client.gather(
         [client.submit(_part_rows, part, r, pure=False) for part, r in zip(local, rows) if r.size]
     )
@@ -1028,10 +1028,6 @@ def _projected_part(part):
     return part[1]
 
 
-def _part_size(part):
-    return len(part[0])
-
-
 def _part_rows(part, rows):
     """Flat indices, features and weights of a local coreset's ``rows``."""
     return part[0][rows], part[2][rows], part[3][rows]
@@ -1041,8 +1037,8 @@ def _merge_coresets(points, n_select, coreset, seed, working_memory):
     """Greedy k-center on the union of the local centres' projected points.
 
     Returns the chosen positions in the union (the local coresets in
-    order) and the random state after the selection, which builds the
-    bank's search index.
+    order), the size of each local coreset and the random state after the
+    selection, which builds the bank's search index.
     """
     from sklearn import config_context
 
@@ -1050,6 +1046,7 @@ def _merge_coresets(points, n_select, coreset, seed, working_memory):
     from ._kcenter import greedy_kcenter
     from ._threads import torch_threads
 
+    sizes = np.array([len(part) for part in points], dtype=np.int64)
     points = np.concatenate(points)
     if len(points) == 0:
         raise ValueError(ALL_REMOVED)
@@ -1057,4 +1054,4 @@ def _merge_coresets(points, n_select, coreset, seed, working_memory):
     n_select = min(n_select, len(points))
     with config_context(working_memory=working_memory), torch_threads(coreset.n_jobs):
         chosen = greedy_kcenter(points, n_select, n_cells=coreset._n_cells(len(points)), rng=rng)
-    return np.asarray(chosen, dtype=np.int64), rng
+    return np.asarray(chosen, dtype=np.int64), sizes, rng
