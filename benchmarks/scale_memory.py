@@ -45,6 +45,7 @@ SINGLE_PHASES = (
 )
 WORKER_PHASES = (
     ("skpatch.dask", "_featurize_partition", "featurize"),
+    ("skpatch.dask", "_featurize_pieces", "featurize"),
     ("skpatch.dask", "_raw_scores_block", "denoise"),
     ("skpatch.dask", "_projected_scores_block", "denoise"),  # with max_shift
     ("skpatch.dask", "_local_coreset", "coreset"),
@@ -54,6 +55,53 @@ WORKER_PHASES = (
 
 _RECORDS = []  # per process: (phase, seconds since start, peak RSS MiB)
 _START = time.perf_counter()
+# --timeline: per process, the highest current RSS (MiB) sampled while each
+# label ran: a wrapped phase in the single process, the running task's name
+# (``key_split``) on a worker, ``idle`` when none runs; with the bytes of the
+# results a worker held at that moment (its managed memory, 0 in one process).
+_TIMELINE = {}
+_LABEL = ["idle"]
+
+
+def _worker():
+    try:
+        from distributed import Worker
+    except ImportError:
+        return None
+    return next(iter(Worker._instances), None)
+
+
+def _current_label(worker):
+    if worker is None:
+        return _LABEL[-1]
+    from distributed.utils import key_split
+
+    executing = list(worker.state.executing)
+    return ",".join(sorted({key_split(task.key) for task in executing})) or "idle"
+
+
+def _start_sampler(period=0.02):
+    import threading
+
+    import psutil
+
+    process = psutil.Process()
+    worker = _worker()
+
+    def sample():
+        while True:
+            label = _current_label(worker)
+            rss = process.memory_info().rss / 2**20
+            if rss > _TIMELINE.get(label, (0.0, 0.0))[0]:
+                managed = 0.0 if worker is None else worker.state.nbytes / 2**20
+                _TIMELINE[label] = (rss, managed)
+            time.sleep(period)
+
+    threading.Thread(target=sample, daemon=True).start()
+
+
+def _timeline():
+    return dict(_TIMELINE)
 
 
 def _record(phase):
@@ -71,7 +119,11 @@ def _wrap(module_name, attribute, phase):
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
-        out = original(*args, **kwargs)
+        _LABEL.append(phase)
+        try:
+            out = original(*args, **kwargs)
+        finally:
+            _LABEL.pop()
         _record(phase)
         return out
 
@@ -103,12 +155,14 @@ def summarise(records):
     return order, peak_after, final, setter
 
 
-def single_process(paths_file, working_memory=None):
+def single_process(paths_file, working_memory=None, timeline=False):
     import torch
     from sklearn import config_context
 
     torch.set_num_threads(1)
     _install(SINGLE_PHASES)
+    if timeline:
+        _start_sampler()
     from skpatch import SoftPatchClassifier
 
     with open(paths_file) as file:
@@ -116,22 +170,24 @@ def single_process(paths_file, working_memory=None):
     _record("start")
     with config_context(working_memory=working_memory):
         SoftPatchClassifier(random_state=0).fit(paths)
-    print(json.dumps(_records()))
+    print(json.dumps([_records(), _timeline()]))
 
 
-def run_single(paths, workdir, working_memory=None):
+def run_single(paths, workdir, working_memory=None, timeline=False):
     paths_file = os.path.join(workdir, "fit-paths.txt")
     with open(paths_file, "w") as file:
         file.write("\n".join(paths))
     result = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--_single", paths_file]
-        + ([] if working_memory is None else ["--working-memory", str(working_memory)]),
+        + ([] if working_memory is None else ["--working-memory", str(working_memory)])
+        + (["--timeline"] if timeline else []),
         check=True, capture_output=True, text=True,
     )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    records, samples = json.loads(result.stdout.strip().splitlines()[-1])
+    return records, samples
 
 
-def run_cluster(n_workers, paths, working_memory=None, chunk_mib=None):
+def run_cluster(n_workers, paths, working_memory=None, chunk_mib=None, timeline=False):
     from distributed import Client, LocalCluster
 
     import scale_memory as probe  # workers import it by name: its records persist there
@@ -145,6 +201,8 @@ def run_cluster(n_workers, paths, working_memory=None, chunk_mib=None):
         client.run(_add_path, os.path.join(ROOT, "benchmarks"))
         client.run(probe._install, WORKER_PHASES)
         client.run(probe._record, "start")
+        if timeline:
+            client.run(probe._start_sampler)
 
         def timed_discriminator(disc, features, client, *args):
             from distributed import wait
@@ -165,7 +223,7 @@ def run_cluster(n_workers, paths, working_memory=None, chunk_mib=None):
         finally:
             skpatch.dask._fit_discriminator = original
             skpatch.dask._POSITION_CHUNK_BYTES = chunk_bytes
-        return list(client.run(probe._records).values())
+        return list(zip(client.run(probe._records).values(), client.run(probe._timeline).values()))
 
 
 def main(argv=None):
@@ -178,24 +236,37 @@ def main(argv=None):
     parser.add_argument("--position-chunk-mib", type=float, default=None,
                         help="size of the position chunks of the shuffle (default: skpatch.dask's, 128)")
     parser.add_argument("--no-single", action="store_true", help="skip the single-process run")
+    parser.add_argument("--timeline", action="store_true",
+                        help="also sample each process's current RSS every 20 ms and print its "
+                        "highest value per running phase (single process) or task name (workers)")
     parser.add_argument("--_single", nargs=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._single:
-        single_process(args._single[0], args.working_memory)
+        single_process(args._single[0], args.working_memory, args.timeline)
         return 0
     paths = write_images(os.path.join(args.workdir, "fit"), args.fit_images, seed=1)
-    runs = [] if args.no_single else [("one process", run_single(paths, args.workdir, args.working_memory))]
+    runs = [] if args.no_single else [
+        ("one process", *run_single(paths, args.workdir, args.working_memory, args.timeline))
+    ]
     for n_workers in args.workers:
-        for i, records in enumerate(run_cluster(n_workers, paths, args.working_memory, args.position_chunk_mib)):
-            runs.append((f"{n_workers} workers, worker {i}", records))
+        results = run_cluster(n_workers, paths, args.working_memory, args.position_chunk_mib, args.timeline)
+        for i, (records, samples) in enumerate(results):
+            runs.append((f"{n_workers} workers, worker {i}", records, samples))
     phases = ["start", "featurize", "shuffle", "denoise", "coreset", "train_scores"]
     print(f"\n{args.fit_images} images; peak RSS (MiB, ru_maxrss) after each phase\n")
     print("| process | " + " | ".join(phases) + " | peak set by |")
     print("|---|" + "---:|" * len(phases) + "---|")
-    for label, records in runs:
+    for label, records, _ in runs:
         _, after, final, setter = summarise(records)
         cells = [f"{after[p]:.0f}" if p in after else "-" for p in phases]
         print(f"| {label} | " + " | ".join(cells) + f" | {setter} ({final:.0f}) |")
+    if args.timeline:
+        print("\nHighest sampled current RSS (MiB) while each phase or task ran "
+              "(and the results the worker held then, MiB)\n")
+        for label, _, samples in runs:
+            ranked = sorted(samples.items(), key=lambda kv: -kv[1][0])
+            cells = ", ".join(f"{name} {rss:.0f} ({managed:.0f} held)" for name, (rss, managed) in ranked)
+            print(f"- {label}: {cells}")
     return 0
 
 

@@ -32,6 +32,7 @@ file system), and the CNN runs once per fold; see the user guide.
 
 import hashlib
 import math
+import operator
 import os
 import tempfile
 import threading
@@ -47,6 +48,8 @@ _BATCHES_PER_PARTITION = 8
 # Position chunks of the discriminator's shuffle hold at most this many bytes
 # of features (all images, a range of positions).
 _POSITION_CHUNK_BYTES = 128 * 2**20
+# ... and there are at least this many per worker.
+_CHUNKS_PER_WORKER = 2
 
 # The metadata member of a model file (skpatch._persist).
 _MODEL_JSON = "skpatch.json"
@@ -199,7 +202,7 @@ def featurize(featurizer, images, *, client=None, partition_size=None, persist=T
     n_patches = featurizer.feature_shape_[0] * featurizer.feature_shape_[1]
     blocks = [
         da.from_delayed(
-            delayed(_featurize_partition, pure=True)(shipped, part.block if isinstance(part, _DelayedPart) else part),
+            delayed(_featurize_partition, pure=True)(shipped, _part_input(part)),
             shape=(_part_len(part), n_patches, featurizer.embed_dim),
             dtype=np.dtype(featurizer.feature_dtype),
         )
@@ -209,17 +212,67 @@ def featurize(featurizer, images, *, client=None, partition_size=None, persist=T
     return client.persist(features) if persist else features
 
 
+def _featurize_by_position(featurizer, parts, client):
+    """Features of ``parts`` chunked by position, assembled from contiguous pieces.
+
+    Each task featurizes a partition and returns it cut into one contiguous
+    copy per position chunk, so the partition itself is freed at once; each
+    position chunk then concatenates its pieces (all images), which frees
+    them. A worker thus holds about its share of the features during the
+    shuffle, not its image partitions and the position chunks built from
+    them at the same time (which a rechunk of views of the partitions
+    does). The values are the same. The work starts at once; the returned
+    array is made of the position chunks' futures.
+    """
+    import dask.array as da
+    from dask import delayed
+
+    shipped = client.scatter(featurizer, broadcast=True, hash=False)
+    n_patches = featurizer.feature_shape_[0] * featurizer.feature_shape_[1]
+    n_images = sum(_part_len(part) for part in parts)
+    dtype = np.dtype(featurizer.feature_dtype)
+    widths = _position_widths(n_images, n_patches, featurizer.embed_dim * dtype.itemsize, client)
+    bounds = tuple(zip(_block_starts(widths).tolist(), np.cumsum(widths).tolist()))
+    # Futures, so that each piece is its own result (freed once its chunk
+    # has it) and each worker gets its share of the position chunks (the
+    # scheduler places them unevenly: every chunk needs pieces from every
+    # worker); any worker may take a chunk over (a lost worker, a busy one).
+    workers = sorted(client.nthreads())
+    partitions = [
+        client.compute(delayed(_featurize_pieces, pure=True)(shipped, part.block, bounds))
+        if isinstance(part, _DelayedPart)
+        else client.submit(_featurize_pieces, shipped, part, bounds, pure=False)
+        for part in parts
+    ]
+    pieces = [[client.submit(operator.getitem, p, c, pure=False) for c in range(len(bounds))]
+              for p in partitions]
+    del partitions
+    columns = []
+    for c, width in enumerate(widths):
+        column = client.submit(
+            _concatenate_pieces, [part_pieces[c] for part_pieces in pieces],
+            workers=[workers[c % len(workers)]], allow_other_workers=True, pure=False,
+        )
+        shape = (n_images, width, featurizer.embed_dim)
+        columns.append(da.from_delayed(delayed(column), shape=shape, dtype=dtype))
+    del pieces
+    return da.concatenate(columns, axis=1)
+
+
 def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0, shuffle="tasks"):
     """Fit a SoftPatch estimator with its training features kept on the workers.
 
     The steps, and where they run:
 
-    1. **Features**: each partition of images is featurized on a worker and
-       stays there (:func:`featurize`), a dask array
-       ``(n_images, n_patches, dim)`` chunked by images.
+    1. **Features**: each partition of images is featurized on a worker
+       (as by :func:`featurize`) and cut into one contiguous piece per range
+       of positions.
     2. **Noise discriminator**: it compares every image at each patch
-       position, so the features are rechunked along positions (a shuffle:
-       each chunk holds all images at a range of positions) and each
+       position, so the features are regrouped by position (a shuffle: each
+       chunk concatenates the pieces of all images at a range of positions,
+       at least 2 chunks per worker, placed evenly, and the pieces are freed as they are
+       used; with ``shuffle="p2p"`` the image partitions are rechunked by
+       distributed's peer-to-peer rechunk instead), and each
        position-chunk is scored on a worker, with the discriminator's
        seeded projection. The removal threshold, an exact order statistic
        of all scores (and for ``"nearest"`` / ``"gaussian"`` the median that
@@ -260,10 +313,10 @@ def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0, 
         Each partition's coreset holds ``oversample`` times its share of the
         final bank (capped at its kept patches).
     shuffle : {"tasks", "p2p"}, default="tasks"
-        How the features are rechunked by position: dask's task-based
-        rechunk, or distributed's peer-to-peer rechunk, which streams
-        through the workers' local disk and bounds the shuffle's memory.
-        The result is the same.
+        How the features are regrouped by position: by tasks that
+        concatenate the partitions' pieces, or by distributed's peer-to-peer
+        rechunk of the image partitions, which streams through the workers'
+        local disk. The result is the same.
 
     Returns
     -------
@@ -484,6 +537,20 @@ def _featurize_partition(featurizer, images):
     return featurizer.transform(images)
 
 
+def _featurize_pieces(featurizer, images, bounds):
+    """A partition's features as one contiguous copy per position range."""
+    features = featurizer.transform(images)
+    return tuple(np.ascontiguousarray(features[:, start:stop]) for start, stop in bounds)
+
+
+def _concatenate_pieces(pieces):
+    return np.concatenate(pieces, axis=0)
+
+
+def _part_input(part):
+    return part.block if isinstance(part, _DelayedPart) else part
+
+
 # -- distributed fit --------------------------------------------------------------
 
 
@@ -518,17 +585,21 @@ class _DistributedFit:
             )
             raise TypeError(msg)
         parts = _partitions(images, _round_to_batches(featurizer, self.partition_size))
-        featurizer.fit(_first_image(parts[0]))
-        features = featurize(
-            featurizer, images, client=self.client, partition_size=self.partition_size, persist=False
-        )
-        n_images = features.shape[0]
+        n_images = sum(_part_len(part) for part in parts)
         if n_images < 2:
             raise ValueError(f"skpatch.dask.fit needs at least 2 training images; got {n_images}.")
+        first = _first_image(parts[0])  # once: a dask array's block is computed for it
+        featurizer.fit(first)
         # The one shuffle: from image partitions (as featurized) to chunks of
         # all images at a range of positions. Only the position chunks are
         # kept, so each worker holds about 1 / n_workers of the features.
-        by_position = self.client.persist(_by_position(features, self.client, self.shuffle))
+        if self.shuffle == "p2p":
+            features = featurize(
+                featurizer, images, client=self.client, partition_size=self.partition_size, persist=False
+            )
+            by_position = self.client.persist(_by_position(features, self.client, self.shuffle))
+        else:
+            by_position = self.client.persist(_featurize_by_position(featurizer, parts, self.client))
         self.working_memory = _worker_working_memory(self.client)
         if denoise == "passthrough":
             kept, weights = None, None
@@ -541,7 +612,7 @@ class _DistributedFit:
         _fit_coreset(coreset, by_position, kept, weights, self.client, self.oversample, self.working_memory)
         est.pipeline_ = Pipeline([("featurizer", featurizer), ("denoise", denoise), ("coreset", coreset)])
         est.n_train_images_ = int(n_images)
-        est.image_size_ = _image_size(parts[0])
+        est.image_size_ = _image_size(first)
         self._finish(by_position)
         return est
 
@@ -591,10 +662,10 @@ def _delayed(func):
     return delayed(func, pure=True)
 
 
-def _image_size(part):
+def _image_size(first):
     from ._images import check_images
 
-    return check_images(_first_image(part)).image_size
+    return check_images(first).image_size
 
 
 def _leave_one_out_block(coreset, block, indices, working_memory):
@@ -611,16 +682,20 @@ def _leave_one_out_block(coreset, block, indices, working_memory):
 def _by_position(features, client, method="tasks"):
     """``features`` rechunked to all images x a range of positions (a lazy shuffle).
 
-    Chunks hold at most ``_POSITION_CHUNK_BYTES`` and there are at least two
-    per worker. Scores are computed per position, so the chunking does not
+    The chunks are those of :func:`_position_widths`. Scores are computed per position, so the chunking does not
     change them (tests check that they equal the single-process ones).
     """
     n_images, n_patches, n_features = features.shape
-    per_position = n_images * n_features * features.dtype.itemsize
+    widths = _position_widths(n_images, n_patches, n_features * features.dtype.itemsize, client)
+    return features.rechunk((n_images, widths, n_features), method=method)
+
+
+def _position_widths(n_images, n_patches, patch_bytes, client):
+    """Widths of the position chunks: at most ``_POSITION_CHUNK_BYTES``, >= 2 per worker."""
     n_workers = max(1, len(client.nthreads()))
-    n_chunks = max(2 * n_workers, math.ceil(per_position * n_patches / _POSITION_CHUNK_BYTES))
+    n_chunks = max(_CHUNKS_PER_WORKER * n_workers, math.ceil(n_images * patch_bytes * n_patches / _POSITION_CHUNK_BYTES))
     step = max(1, math.ceil(n_patches / n_chunks))
-    return features.rechunk((n_images, step, n_features), method=method)
+    return (step,) * (n_patches // step) + ((n_patches % step,) if n_patches % step else ())
 
 
 # -- the noise discriminator, position-chunk by position-chunk ---------------------

@@ -285,6 +285,21 @@ def test_distributed_fit_matches_single_process(client, data, tmp_path):
     assert np.array_equal(skpatch.load(tmp_path / "m.skpatch").score_samples(X), scores)
 
 
+def test_fit_features_by_position_are_the_features(client, data):
+    """The fit's shuffle: position chunks of all images, assembled from the
+    partitions' pieces, equal to ``transform`` bit for bit, several per worker."""
+    train = data[0][:20]
+    featurizer = _small(SoftPatchClassifier)._make_pipeline()[0].fit(train[:1])
+    parts = skpatch.dask._partitions(train, 8)  # 8, 8, 4 images
+    by_position = skpatch.dask._featurize_by_position(featurizer, parts, client)
+    n_patches = featurizer.feature_shape_[0] * featurizer.feature_shape_[1]
+    assert by_position.chunks[0] == (20,) and by_position.chunks[2] == (featurizer.embed_dim,)
+    assert sum(by_position.chunks[1]) == n_patches
+    assert len(by_position.chunks[1]) >= skpatch.dask._CHUNKS_PER_WORKER * len(client.nthreads())
+    with torch_threads(ONE):
+        assert np.array_equal(by_position.compute(), featurizer.transform(train))
+
+
 @pytest.mark.parametrize("method", ["nearest", "softpatch+"])
 def test_distributed_discriminator_methods(client, data, method):
     """Median-scaled weights (a second order statistic) and the gathered softpatch+ ranks."""
