@@ -202,7 +202,9 @@ def featurize(featurizer, images, *, client=None, partition_size=None, persist=T
     n_patches = featurizer.feature_shape_[0] * featurizer.feature_shape_[1]
     blocks = [
         da.from_delayed(
-            delayed(_featurize_partition, pure=True)(shipped, _part_input(part)),
+            delayed(_featurize_partition, pure=True)(
+                shipped, part.block if isinstance(part, _DelayedPart) else part
+            ),
             shape=(_part_len(part), n_patches, featurizer.embed_dim),
             dtype=np.dtype(featurizer.feature_dtype),
         )
@@ -221,42 +223,42 @@ def _featurize_by_position(featurizer, parts, client):
     them. A worker thus holds about its share of the features during the
     shuffle, not its image partitions and the position chunks built from
     them at the same time (which a rechunk of views of the partitions
-    does). The values are the same. The work starts at once; the returned
-    array is made of the position chunks' futures.
+    does). The values are the same.
+
+    Returns the array, whose chunks are the position chunks' futures (the
+    work starts at once), and the future of the featurizer, which the
+    caller holds for as long as a lost chunk may have to be recomputed from
+    its pieces. The featurizer is a task's result rather than scattered
+    data: the scheduler can recompute it when the worker holding it dies
+    (it drops the extra copies of broadcast data, so a scattered featurizer
+    may then be lost for good).
     """
     import dask.array as da
-    from dask import delayed
+    from dask.base import tokenize
 
-    shipped = client.scatter(featurizer, broadcast=True, hash=False)
+    shipped = client.submit(_same, featurizer, pure=False)
     n_patches = featurizer.feature_shape_[0] * featurizer.feature_shape_[1]
     n_images = sum(_part_len(part) for part in parts)
     dtype = np.dtype(featurizer.feature_dtype)
     widths = _position_widths(n_images, n_patches, featurizer.embed_dim * dtype.itemsize, client)
     bounds = tuple(zip(_block_starts(widths).tolist(), np.cumsum(widths).tolist()))
-    # Futures, so that each piece is its own result (freed once its chunk
-    # has it) and each worker gets its share of the position chunks (the
-    # scheduler places them unevenly: every chunk needs pieces from every
-    # worker); any worker may take a chunk over (a lost worker, a busy one).
-    workers = sorted(client.nthreads())
-    partitions = [
-        client.compute(delayed(_featurize_pieces, pure=True)(shipped, part.block, bounds))
-        if isinstance(part, _DelayedPart)
-        else client.submit(_featurize_pieces, shipped, part, bounds, pure=False)
-        for part in parts
-    ]
+    partitions = [_submit(client, _featurize_pieces, shipped, part, bounds, retries=0) for part in parts]
+    # Each piece its own result (freed once its chunk has it), and each
+    # worker its share of the chunks (the scheduler places them unevenly:
+    # every chunk needs pieces from every worker); any worker may take a
+    # chunk over (a lost worker, a busy one).
     pieces = [[client.submit(operator.getitem, p, c, pure=False) for c in range(len(bounds))]
               for p in partitions]
-    del partitions
-    columns = []
-    for c, width in enumerate(widths):
-        column = client.submit(
-            _concatenate_pieces, [part_pieces[c] for part_pieces in pieces],
-            workers=[workers[c % len(workers)]], allow_other_workers=True, pure=False,
+    workers = sorted(client.nthreads())
+    name = "features-by-position-" + tokenize(shipped.key, [p.key for p in partitions], bounds)
+    chunks = {}
+    for c in range(len(widths)):
+        key = (name, 0, c, 0)
+        chunks[key] = client.submit(
+            _concatenate_pieces, [part_pieces[c] for part_pieces in pieces], key=key,
+            workers=[workers[c % len(workers)]], allow_other_workers=True,
         )
-        shape = (n_images, width, featurizer.embed_dim)
-        columns.append(da.from_delayed(delayed(column), shape=shape, dtype=dtype))
-    del pieces
-    return da.concatenate(columns, axis=1)
+    return da.Array(chunks, name, ((n_images,), widths, (featurizer.embed_dim,)), dtype=dtype), shipped
 
 
 def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0, shuffle="tasks"):
@@ -269,12 +271,12 @@ def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0, 
        of positions.
     2. **Noise discriminator**: it compares every image at each patch
        position, so the features are regrouped by position (a shuffle: each
-       chunk concatenates the pieces of all images at a range of positions,
-       at least 2 chunks per worker, placed evenly, and the pieces are freed as they are
-       used; with ``shuffle="p2p"`` the image partitions are rechunked by
-       distributed's peer-to-peer rechunk instead), and each
-       position-chunk is scored on a worker, with the discriminator's
-       seeded projection. The removal threshold, an exact order statistic
+       chunk concatenates the pieces of all images at a range of positions;
+       there are at least 2 chunks per worker, placed evenly, and the
+       pieces are freed as they are used; with ``shuffle="p2p"`` the image
+       partitions are rechunked by distributed's peer-to-peer rechunk
+       instead), and each position-chunk is scored on a worker, with the
+       discriminator's seeded projection. The removal threshold, an exact order statistic
        of all scores (and for ``"nearest"`` / ``"gaussian"`` the median that
        scales the weights), is found by a distributed selection: a few
        rounds of counting, per chunk, the scores above candidate values. The
@@ -547,8 +549,10 @@ def _concatenate_pieces(pieces):
     return np.concatenate(pieces, axis=0)
 
 
-def _part_input(part):
-    return part.block if isinstance(part, _DelayedPart) else part
+def _same(value):
+    return value
+
+
 
 
 # -- distributed fit --------------------------------------------------------------
@@ -599,7 +603,7 @@ class _DistributedFit:
             )
             by_position = self.client.persist(_by_position(features, self.client, self.shuffle))
         else:
-            by_position = self.client.persist(_featurize_by_position(featurizer, parts, self.client))
+            by_position, self._shipped = _featurize_by_position(featurizer, parts, self.client)
         self.working_memory = _worker_working_memory(self.client)
         if denoise == "passthrough":
             kept, weights = None, None
@@ -614,6 +618,7 @@ class _DistributedFit:
         est.n_train_images_ = int(n_images)
         est.image_size_ = _image_size(first)
         self._finish(by_position)
+        self._shipped = None
         return est
 
     def _finish(self, by_position):
@@ -679,7 +684,7 @@ def _leave_one_out_block(coreset, block, indices, working_memory):
         return coreset._score_leave_one_out(block, indices)
 
 
-def _by_position(features, client, method="tasks"):
+def _by_position(features, client, method):
     """``features`` rechunked to all images x a range of positions (a lazy shuffle).
 
     The chunks are those of :func:`_position_widths`. Scores are computed per position, so the chunking does not
@@ -691,9 +696,15 @@ def _by_position(features, client, method="tasks"):
 
 
 def _position_widths(n_images, n_patches, patch_bytes, client):
-    """Widths of the position chunks: at most ``_POSITION_CHUNK_BYTES``, >= 2 per worker."""
+    """Widths of the position chunks.
+
+    Each holds at most ``_POSITION_CHUNK_BYTES`` and there are
+    ``_CHUNKS_PER_WORKER`` per worker or more (as many as there are
+    positions, if fewer).
+    """
     n_workers = max(1, len(client.nthreads()))
-    n_chunks = max(_CHUNKS_PER_WORKER * n_workers, math.ceil(n_images * patch_bytes * n_patches / _POSITION_CHUNK_BYTES))
+    n_bytes = n_images * patch_bytes * n_patches
+    n_chunks = max(_CHUNKS_PER_WORKER * n_workers, math.ceil(n_bytes / _POSITION_CHUNK_BYTES))
     step = max(1, math.ceil(n_patches / n_chunks))
     return (step,) * (n_patches // step) + ((n_patches % step,) if n_patches % step else ())
 

@@ -1,5 +1,6 @@
 """skpatch.dask on a real two-process LocalCluster (skipped without skpatch[dask])."""
 
+import gc
 import os
 import signal
 import time
@@ -291,13 +292,47 @@ def test_fit_features_by_position_are_the_features(client, data):
     train = data[0][:20]
     featurizer = _small(SoftPatchClassifier)._make_pipeline()[0].fit(train[:1])
     parts = skpatch.dask._partitions(train, 8)  # 8, 8, 4 images
-    by_position = skpatch.dask._featurize_by_position(featurizer, parts, client)
+    by_position, _ = skpatch.dask._featurize_by_position(featurizer, parts, client)
     n_patches = featurizer.feature_shape_[0] * featurizer.feature_shape_[1]
     assert by_position.chunks[0] == (20,) and by_position.chunks[2] == (featurizer.embed_dim,)
     assert sum(by_position.chunks[1]) == n_patches
     assert len(by_position.chunks[1]) >= skpatch.dask._CHUNKS_PER_WORKER * len(client.nthreads())
+    # Spread evenly: each worker holds the chunks placed on it.
+    distributed.wait(by_position)
+    placed = [sorted(client.who_has(by_position)[key]) for key in by_position.__dask_keys__()[0][0]]
+    workers = sorted(client.nthreads())
+    assert [holders[0] for holders in placed] == [workers[c % 2] for c in range(len(placed))]
     with torch_threads(ONE):
         assert np.array_equal(by_position.compute(), featurizer.transform(train))
+
+
+def test_worker_killed_during_fit_loses_nothing(client, data, monkeypatch):
+    """A worker killed (SIGKILL) after the shuffle, while the fit holds only
+    the position chunks: the lost chunks are recomputed, and the fit is the
+    same as without the kill."""
+    X = data[0][:16]
+    reference = skpatch.dask.fit(_small(SoftPatchClassifier), X, client=client, partition_size=4)
+    client.wait_for_workers(2, timeout=60)
+    share = skpatch.dask._worker_working_memory
+    killed = []
+
+    def kill_then_share(client):  # called once the shuffle is under way
+        distributed.wait(list(client.futures.values()))
+        gc.collect()
+        time.sleep(1.0)  # the scheduler forgets what the client no longer holds
+        pids = client.run(os.getpid)
+        victim = sorted(pids)[0]
+        os.kill(pids[victim], signal.SIGKILL)
+        killed.append(victim)
+        return share(client)
+
+    monkeypatch.setattr(skpatch.dask, "_worker_working_memory", kill_then_share)
+    fitted = skpatch.dask.fit(_small(SoftPatchClassifier), X, client=client, partition_size=4)
+    assert killed
+    assert np.array_equal(fitted.pipeline_[1].kept_, reference.pipeline_[1].kept_)
+    assert np.array_equal(fitted.pipeline_[2].memory_bank_, reference.pipeline_[2].memory_bank_)
+    assert np.array_equal(fitted.train_scores_, reference.train_scores_)
+    client.wait_for_workers(2, timeout=60)
 
 
 @pytest.mark.parametrize("method", ["nearest", "softpatch+"])
