@@ -198,7 +198,7 @@ def featurize(featurizer, images, *, client=None, partition_size=None, persist=T
     parts = _partitions(images, size)
     if not hasattr(featurizer, "backbone_"):
         featurizer.fit(_first_image(parts[0]))
-    shipped = client.scatter(featurizer, broadcast=True, hash=False)
+    shipped = client.submit(_same, featurizer, pure=False)  # recomputable, unlike scattered data
     n_patches = featurizer.feature_shape_[0] * featurizer.feature_shape_[1]
     blocks = [
         da.from_delayed(

@@ -306,6 +306,22 @@ def test_fit_features_by_position_are_the_features(client, data):
         assert np.array_equal(by_position.compute(), featurizer.transform(train))
 
 
+def test_featurize_survives_a_killed_worker(client, data):
+    """Persisted features whose worker dies are recomputed: the featurizer
+    is a task's result, not scattered data that the scheduler cannot rebuild."""
+    X = data[0][:12]
+    featurizer = _small(SoftPatchClassifier)._make_pipeline()[0]
+    features = skpatch.dask.featurize(featurizer, X, client=client, partition_size=4)
+    distributed.wait(features)
+    gc.collect()
+    time.sleep(1.0)  # the scheduler drops the extra copies of what it no longer needs
+    pids = client.run(os.getpid)
+    os.kill(pids[sorted(pids)[0]], signal.SIGKILL)
+    with torch_threads(ONE):
+        assert np.array_equal(features.compute(), featurizer.transform(X))
+    client.wait_for_workers(2, timeout=60)
+
+
 def test_worker_killed_during_fit_loses_nothing(client, data, monkeypatch):
     """A worker killed (SIGKILL) after the shuffle, while the fit holds only
     the position chunks: the lost chunks are recomputed, and the fit is the
