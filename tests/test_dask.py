@@ -47,6 +47,22 @@ def _setenv(name, value):
     os.environ[name] = value
 
 
+def _kill_worker(client):
+    """SIGKILL (no goodbye) one worker; return its address."""
+    pids = client.run(os.getpid)
+    victim = sorted(pids)[0]
+    os.kill(pids[victim], signal.SIGKILL)
+    return victim
+
+
+def _await_replacement(client, victim):
+    """Wait until the scheduler has dropped ``victim`` and its nanny's new worker has joined."""
+    deadline = time.time() + 60
+    while victim in client.scheduler_info()["workers"] and time.time() < deadline:
+        time.sleep(0.1)
+    client.wait_for_workers(2, timeout=60)
+
+
 def _cnn_runs(path):
     if not os.path.exists(path):
         return 0
@@ -315,11 +331,10 @@ def test_featurize_survives_a_killed_worker(client, data):
     distributed.wait(features)
     gc.collect()
     time.sleep(1.0)  # the scheduler drops the extra copies of what it no longer needs
-    pids = client.run(os.getpid)
-    os.kill(pids[sorted(pids)[0]], signal.SIGKILL)
+    victim = _kill_worker(client)
     with torch_threads(ONE):
         assert np.array_equal(features.compute(), featurizer.transform(X))
-    client.wait_for_workers(2, timeout=60)
+    _await_replacement(client, victim)
 
 
 def test_worker_killed_during_fit_loses_nothing(client, data, monkeypatch):
@@ -336,10 +351,7 @@ def test_worker_killed_during_fit_loses_nothing(client, data, monkeypatch):
         distributed.wait(list(client.futures.values()))
         gc.collect()
         time.sleep(1.0)  # the scheduler forgets what the client no longer holds
-        pids = client.run(os.getpid)
-        victim = sorted(pids)[0]
-        os.kill(pids[victim], signal.SIGKILL)
-        killed.append(victim)
+        killed.append(_kill_worker(client))
         return share(client)
 
     monkeypatch.setattr(skpatch.dask, "_worker_working_memory", kill_then_share)
@@ -348,7 +360,7 @@ def test_worker_killed_during_fit_loses_nothing(client, data, monkeypatch):
     assert np.array_equal(fitted.pipeline_[1].kept_, reference.pipeline_[1].kept_)
     assert np.array_equal(fitted.pipeline_[2].memory_bank_, reference.pipeline_[2].memory_bank_)
     assert np.array_equal(fitted.train_scores_, reference.train_scores_)
-    client.wait_for_workers(2, timeout=60)
+    _await_replacement(client, killed[0])
 
 
 @pytest.mark.parametrize("method", ["nearest", "softpatch+"])
