@@ -186,9 +186,6 @@ def featurize(featurizer, images, *, client=None, partition_size=None, persist=T
         ``featurizer.transform`` of its images, bit for bit at the same
         torch thread count. ``featurizer`` is fitted.
     """
-    import dask.array as da
-    from dask import delayed
-
     from ._featurizer import PatchFeaturizer
 
     if not isinstance(featurizer, PatchFeaturizer):
@@ -198,7 +195,26 @@ def featurize(featurizer, images, *, client=None, partition_size=None, persist=T
     parts = _partitions(images, size)
     if not hasattr(featurizer, "backbone_"):
         featurizer.fit(_first_image(parts[0]))
-    shipped = client.submit(_same, featurizer, pure=False)  # recomputable, unlike scattered data
+    features = _featurize_parts(featurizer, parts, client)
+    return client.persist(features) if persist else features
+
+
+def _ship_featurizer(featurizer, client):
+    """The featurizer as a task's result, for the workers' featurizing tasks.
+
+    Not scattered data: the scheduler drops the extra copies of broadcast
+    data, and scattered data whose last copy dies with its worker is lost
+    for good, while a task's result is recomputed.
+    """
+    return client.submit(_same, featurizer, pure=False)
+
+
+def _featurize_parts(featurizer, parts, client):
+    """Lazy features of ``parts``, chunked by partition (a fitted ``featurizer``)."""
+    import dask.array as da
+    from dask import delayed
+
+    shipped = _ship_featurizer(featurizer, client)
     n_patches = featurizer.feature_shape_[0] * featurizer.feature_shape_[1]
     blocks = [
         da.from_delayed(
@@ -210,8 +226,7 @@ def featurize(featurizer, images, *, client=None, partition_size=None, persist=T
         )
         for part in parts
     ]
-    features = da.concatenate(blocks, axis=0)
-    return client.persist(features) if persist else features
+    return da.concatenate(blocks, axis=0)
 
 
 def _featurize_by_position(featurizer, parts, client):
@@ -226,17 +241,14 @@ def _featurize_by_position(featurizer, parts, client):
     does). The values are the same.
 
     Returns the array, whose chunks are the position chunks' futures (the
-    work starts at once), and the future of the featurizer, which the
-    caller holds for as long as a lost chunk may have to be recomputed from
-    its pieces. The featurizer is a task's result rather than scattered
-    data: the scheduler can recompute it when the worker holding it dies
-    (it drops the extra copies of broadcast data, so a scattered featurizer
-    may then be lost for good).
+    work starts at once), and the future of the featurizer
+    (:func:`_ship_featurizer`), which the caller holds for as long as a
+    lost chunk may have to be recomputed from its pieces.
     """
     import dask.array as da
     from dask.base import tokenize
 
-    shipped = client.submit(_same, featurizer, pure=False)
+    shipped = _ship_featurizer(featurizer, client)
     n_patches = featurizer.feature_shape_[0] * featurizer.feature_shape_[1]
     n_images = sum(_part_len(part) for part in parts)
     dtype = np.dtype(featurizer.feature_dtype)
@@ -276,11 +288,11 @@ def fit(estimator, images, *, client=None, partition_size=None, oversample=2.0, 
        pieces are freed as they are used; with ``shuffle="p2p"`` the image
        partitions are rechunked by distributed's peer-to-peer rechunk
        instead), and each position-chunk is scored on a worker, with the
-       discriminator's seeded projection. The removal threshold, an exact order statistic
-       of all scores (and for ``"nearest"`` / ``"gaussian"`` the median that
-       scales the weights), is found by a distributed selection: a few
-       rounds of counting, per chunk, the scores above candidate values. The
-       kept mask and weights equal the single-process ones. ``"softpatch+"``
+       discriminator's seeded projection. The removal threshold, an exact
+       order statistic of all scores (and for ``"nearest"`` / ``"gaussian"``
+       the median that scales the weights), is found by a distributed
+       selection: a few rounds of counting, per chunk, the scores above
+       candidate values. The kept mask and weights equal the single-process ones. ``"softpatch+"``
        ranks all patches against each other, and ``dilation`` (the
        estimators' default) grows the removal across positions within each
        image, so with either the raw scores are gathered on the client
@@ -553,8 +565,6 @@ def _same(value):
     return value
 
 
-
-
 # -- distributed fit --------------------------------------------------------------
 
 
@@ -598,9 +608,7 @@ class _DistributedFit:
         # all images at a range of positions. Only the position chunks are
         # kept, so each worker holds about 1 / n_workers of the features.
         if self.shuffle == "p2p":
-            features = featurize(
-                featurizer, images, client=self.client, partition_size=self.partition_size, persist=False
-            )
+            features = _featurize_parts(featurizer, parts, self.client)
             by_position = self.client.persist(_by_position(features, self.client, self.shuffle))
         else:
             by_position, self._shipped = _featurize_by_position(featurizer, parts, self.client)
@@ -687,8 +695,9 @@ def _leave_one_out_block(coreset, block, indices, working_memory):
 def _by_position(features, client, method):
     """``features`` rechunked to all images x a range of positions (a lazy shuffle).
 
-    The chunks are those of :func:`_position_widths`. Scores are computed per position, so the chunking does not
-    change them (tests check that they equal the single-process ones).
+    The chunks are those of :func:`_position_widths`. Scores are computed
+    per position, so the chunking does not change them (tests check that
+    they equal the single-process ones).
     """
     n_images, n_patches, n_features = features.shape
     widths = _position_widths(n_images, n_patches, n_features * features.dtype.itemsize, client)

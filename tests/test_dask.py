@@ -170,11 +170,8 @@ def test_killed_worker_loses_nothing(client, clf, paths):
     got = np.concatenate(client.gather(futures))
     assert np.array_equal(got, reference)
     # The scheduler saw the worker die, and its nanny started a new one.
-    deadline = time.time() + 30
-    while victim in client.scheduler_info()["workers"] and time.time() < deadline:
-        time.sleep(0.1)
+    _await_replacement(client, victim)
     assert victim not in client.scheduler_info()["workers"] or client.run(os.getpid).get(victim) != pids[victim]
-    client.wait_for_workers(2, timeout=60)
 
 
 def test_bad_inputs(client, clf, data):
