@@ -187,6 +187,44 @@ def test_removal_dilation_grows_each_removed_patch_onto_its_eight_neighbours():
     np.testing.assert_array_equal(removed, expected)
 
 
+def _vouching_by_brute_force(Z, kept, grid, window, m):
+    n, n_patches, _ = Z.shape
+    h, w = grid
+    out = np.empty((n, n_patches))
+    for a in range(n):
+        for p in range(n_patches):
+            i, j = divmod(p, w)
+            nearest = []
+            for b in range(n):
+                if b == a:
+                    continue
+                near = [np.linalg.norm(Z[a, p] - Z[b, q]) for q in range(n_patches) if kept[b, q]
+                        and (window < 0 or (abs(q // w - i) <= window and abs(q % w - j) <= window))]
+                nearest.append(min(near, default=np.inf))
+            out[a, p] = sorted(nearest)[m - 1]
+    return out
+
+
+@pytest.mark.parametrize("window", [0, 1, -1])
+def test_removal_vouch_distances_match_brute_force(window):
+    torch = pytest.importorskip("torch")
+    probe = _load("removal_vouch")
+    rng = np.random.default_rng(0)
+    n, grid, m = 5, (4, 6), 2
+    Z = rng.normal(size=(n, 24, 3)).astype(np.float32)
+    kept = rng.random((n, 24)) > 0.3
+    expected = _vouching_by_brute_force(Z, kept, grid, window, m)
+    if window >= 0:
+        got = probe.window_vouching(torch.from_numpy(Z), torch.from_numpy(kept), grid, window, m).numpy()
+    else:
+        image = torch.arange(n).repeat_interleave(24)
+        every = torch.arange(n * 24)
+        reference = torch.nonzero(torch.from_numpy(kept.reshape(-1))).squeeze(1)
+        got = probe.anywhere_vouching(torch.from_numpy(Z.reshape(-1, 3)), image, every, reference, m).numpy()
+        got = got.reshape(n, 24)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_dask_bottle_coverage_radius_is_blocked_exactly():
     pytest.importorskip("torch")
     dask_bottle = _load("dask_bottle")
