@@ -20,10 +20,8 @@ removed, in %. Usage, from the repository root::
     python benchmarks/removal_dilation.py --datasets hard_surface --seeds 0 --thresholds 0.15
 """
 
-import argparse
 import functools
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -63,56 +61,27 @@ VARIANTS = {
 }
 
 
-def _line(name, seed, noise, data, thresholds, variants, discriminators, cache):
-    import noise_robustness as nr
-    from sklearn.metrics import roc_auc_score
-
-    from skpatch import SoftPatchClassifier
-    from skpatch.datasets import make_noisy_split
-
-    split = make_noisy_split(data, noise, overlap=True, random_state=seed)
-    labels = np.asarray(split.test_labels, dtype=int)
-
-    def fit(**params):
-        est = SoftPatchClassifier(random_state=seed, cache=cache).set_params(**nr.DATASET_PARAMS[name], **params)
-        return est.fit(split.train_images)
-
-    def auroc(est):
-        return roc_auc_score(labels, -est.score_samples(split.test_images))
-
-    cells = [f"pc={auroc(fit(denoise='passthrough')):.3f}"]
+def _cells(split, thresholds, variants, discriminators):
+    cells = [f"pc={split.auroc(split.fit(denoise='passthrough')):.3f}"]
     for label in discriminators:
         for threshold in thresholds:
             for variant in variants:
-                disc = VARIANTS[variant](threshold=threshold, random_state=seed, **DISCRIMINATORS[label])
-                est = fit(denoise=disc)
+                disc = VARIANTS[variant](threshold=threshold, random_state=split.seed, **DISCRIMINATORS[label])
+                est = split.fit(denoise=disc)
                 removed = 100 * (1 - est.named_steps["denoise"].kept_.mean())
-                cells.append(f"{label}@{threshold}:{variant}={auroc(est):.3f}(r{removed:.0f})")
-    return f"{name} {seed} {noise} " + " ".join(cells)
+                cells.append(f"{label}@{threshold}:{variant}={split.auroc(est):.3f}(r{removed:.0f})")
+    return cells
 
 
 def main(argv=None):
-    import noise_robustness as nr
+    import _removal_probe as probe
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["hard_logical", "hard_surface"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.2, 0.4])
+    parser = probe.parser(__doc__.splitlines()[0])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.15])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--discriminators", nargs="+", default=["k6"], choices=list(DISCRIMINATORS))
-    parser.add_argument("--n-train", type=int, default=60)
-    parser.add_argument("--n-test", type=int, default=60)
-    parser.add_argument("--image-size", type=int, default=128)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as cache:
-        for name in args.datasets:
-            for seed in args.seeds:
-                data = nr.synthetic_dataset(name, seed, args)
-                for noise in args.noise:
-                    line = _line(name, seed, noise, data, args.thresholds, args.variants, args.discriminators, cache)
-                    print(line, flush=True)
-    return 0
+    return probe.run(args, lambda split: _cells(split, args.thresholds, args.variants, args.discriminators))
 
 
 if __name__ == "__main__":

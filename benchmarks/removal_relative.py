@@ -13,9 +13,7 @@ repository root::
     python benchmarks/removal_relative.py --datasets hard_logical --seeds 0 --thresholds 0.15
 """
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -55,51 +53,25 @@ class _RelativeRemovalAndWeights(_RelativeRemoval):
 VARIANTS = {"raw": NoiseDiscriminator, "rel": _RelativeRemoval, "relw": _RelativeRemovalAndWeights}
 
 
-def _line(name, seed, noise, data, thresholds, variants, discriminators, cache):
-    import noise_robustness as nr
-    from sklearn.metrics import roc_auc_score
-
-    from skpatch import SoftPatchClassifier
-    from skpatch.datasets import make_noisy_split
-
-    split = make_noisy_split(data, noise, overlap=True, random_state=seed)
-    labels = np.asarray(split.test_labels, dtype=int)
-
-    def auroc(**params):
-        est = SoftPatchClassifier(random_state=seed, cache=cache).set_params(**nr.DATASET_PARAMS[name], **params)
-        return roc_auc_score(labels, -est.fit(split.train_images).score_samples(split.test_images))
-
-    cells = [f"pc={auroc(denoise='passthrough'):.3f}"]
+def _cells(split, thresholds, variants, discriminators):
+    cells = [f"pc={split.auroc(split.fit(denoise='passthrough')):.3f}"]
     for label in discriminators:
         for threshold in thresholds:
             for variant in variants:
-                disc = VARIANTS[variant](threshold=threshold, random_state=seed, **DISCRIMINATORS[label])
-                cells.append(f"{label}@{threshold}:{variant}={auroc(denoise=disc):.3f}")
-    return f"{name} {seed} {noise} " + " ".join(cells)
+                disc = VARIANTS[variant](threshold=threshold, random_state=split.seed, **DISCRIMINATORS[label])
+                cells.append(f"{label}@{threshold}:{variant}={split.auroc(split.fit(denoise=disc)):.3f}")
+    return cells
 
 
 def main(argv=None):
-    import noise_robustness as nr
+    import _removal_probe as probe
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["hard_logical", "hard_surface"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.2, 0.4])
+    parser = probe.parser(__doc__.splitlines()[0])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.15])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--discriminators", nargs="+", default=["k6"], choices=list(DISCRIMINATORS))
-    parser.add_argument("--n-train", type=int, default=60)
-    parser.add_argument("--n-test", type=int, default=60)
-    parser.add_argument("--image-size", type=int, default=128)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as cache:
-        for name in args.datasets:
-            for seed in args.seeds:
-                data = nr.synthetic_dataset(name, seed, args)
-                for noise in args.noise:
-                    line = _line(name, seed, noise, data, args.thresholds, args.variants, args.discriminators, cache)
-                    print(line, flush=True)
-    return 0
+    return probe.run(args, lambda split: _cells(split, args.thresholds, args.variants, args.discriminators))
 
 
 if __name__ == "__main__":

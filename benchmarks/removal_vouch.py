@@ -30,7 +30,6 @@ back, in %. Usage, from the repository root::
     python benchmarks/removal_vouch.py --variants w2:m3:q0.9:soft wall:m3:q0.9:soft --seeds 0
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -122,60 +121,29 @@ def _variant(token):
     return type("_Vouched_" + token, (_Vouched,), attrs)
 
 
-def _line(name, seed, noise, data, variants, baselines, cache):
-    import noise_robustness as nr
-    from sklearn.metrics import roc_auc_score
-
-    from skpatch import SoftPatchClassifier
-    from skpatch.datasets import make_noisy_split
-
-    split = make_noisy_split(data, noise, overlap=True, random_state=seed)
-    labels = np.asarray(split.test_labels, dtype=int)
-
-    def fit(**params):
-        est = SoftPatchClassifier(random_state=seed, cache=cache).set_params(**nr.DATASET_PARAMS[name], **params)
-        return est.fit(split.train_images)
-
-    def auroc(est):
-        return roc_auc_score(labels, -est.score_samples(split.test_images))
-
+def _cells(split, variants, baselines):
     cells = []
     if baselines:
-        cells += [f"patchcore={auroc(fit(denoise='passthrough')):.3f}", f"default={auroc(fit()):.3f}"]
+        cells += [f"patchcore={split.auroc(split.fit(denoise='passthrough')):.3f}",
+                  f"default={split.auroc(split.fit()):.3f}"]
     for token in variants:
-        disc = _variant(token)(threshold=0.15, dilation=1, random_state=seed,
+        disc = _variant(token)(threshold=0.15, dilation=1, random_state=split.seed,
                                soft_weights=not token.endswith(":hard"))
-        est = fit(denoise=disc)
+        est = split.fit(denoise=disc)
         denoise = est.named_steps["denoise"]
         removed = 100 * (1 - denoise.kept_.mean())
-        cells.append(f"{token}={auroc(est):.3f}(r{removed:.0f},back{100 * denoise.restored_share_:.0f})")
-    return f"{name} {seed} {noise} " + " ".join(cells)
+        cells.append(f"{token}={split.auroc(est):.3f}(r{removed:.0f},back{100 * denoise.restored_share_:.0f})")
+    return cells
 
 
 def main(argv=None):
-    import noise_robustness as nr
+    import _removal_probe as probe
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["hard_logical", "hard_surface"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.4])
+    parser = probe.parser(__doc__.splitlines()[0], noise=(0.0, 0.1, 0.2, 0.3, 0.4))
     parser.add_argument("--variants", nargs="+", default=["w2:m3:q0.9:soft"])
     parser.add_argument("--baselines", action="store_true", help="also PatchCore and the default classifier")
-    parser.add_argument("--cache", default=None, help="joblib cache folder (default: a temporary one)")
-    parser.add_argument("--n-train", type=int, default=60)
-    parser.add_argument("--n-test", type=int, default=60)
-    parser.add_argument("--image-size", type=int, default=128)
     args = parser.parse_args(argv)
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = args.cache or tmp
-        for name in args.datasets:
-            for seed in args.seeds:
-                data = nr.synthetic_dataset(name, seed, args)
-                for noise in args.noise:
-                    print(_line(name, seed, noise, data, args.variants, args.baselines, cache), flush=True)
-    return 0
+    return probe.run(args, lambda split: _cells(split, args.variants, args.baselines))
 
 
 if __name__ == "__main__":
