@@ -41,7 +41,7 @@ SINGLE_PHASES = (
     ("skpatch._featurizer", "PatchFeaturizer.fit_transform", "featurize"),
     ("skpatch._discriminator", "NoiseDiscriminator.fit_transform", "denoise"),
     ("skpatch._coreset", "WeightedCoreset.fit", "coreset"),
-    ("skpatch._coreset", "WeightedCoreset._score_leave_one_out", "train_scores"),
+    ("skpatch._coreset", "WeightedCoreset.score_held_out", "train_scores"),
 )
 WORKER_PHASES = (
     ("skpatch.dask", "_featurize_partition", "featurize"),

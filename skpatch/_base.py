@@ -231,15 +231,15 @@ class BaseSoftPatch(BaseEstimator):
             indices = np.asarray(indices)
             queries = features[indices]
         coreset = self.pipeline_[-1]
-        if len(features) < 2 or not hasattr(coreset, "_score_leave_one_out"):
+        if len(features) < 2 or not hasattr(coreset, "score_held_out"):
             warnings.warn(
                 "Training images cannot be scored leave-one-image-out (a single "
-                "training image, or a memory step without _score_leave_one_out): "
+                "training image, or a memory step without score_held_out): "
                 "in-sample scores, which are optimistic, set offset_.",
                 UserWarning,
             )
             return self._patch_map(-coreset.score_samples(queries))
-        return self._patch_map(-coreset._score_leave_one_out(queries, indices))
+        return self._patch_map(-coreset.score_held_out(queries, indices))
 
     def _patch_map(self, patch_scores):
         h, w = self.pipeline_[0].feature_shape_

@@ -264,8 +264,14 @@ class WeightedCoreset(BaseEstimator):
             distance, nearest = self.kneighbors(queries)
         return -(distance * self.memory_weights_[nearest]).reshape(features.shape[:2])
 
-    def _score_leave_one_out(self, X, images):
+    def score_held_out(self, X, images):
         """:meth:`score_samples` of training images, each without its own patches.
+
+        The honest in-sample score of a training image: the memory patches
+        taken from that image itself are left out of its search, so a
+        defective training image cannot match its own defect
+        (leave-one-image-out). The estimators' ``train_scores_`` and
+        ``offset_`` come from it.
 
         Parameters
         ----------

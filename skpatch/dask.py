@@ -689,7 +689,7 @@ def _leave_one_out_block(coreset, block, indices, working_memory):
     if len(indices) < len(block):  # the classifier scores every image: no copy then
         block = block[indices]
     with config_context(working_memory=working_memory):
-        return coreset._score_leave_one_out(block, indices)
+        return coreset.score_held_out(block, indices)
 
 
 def _by_position(features, client, method):

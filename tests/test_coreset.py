@@ -244,7 +244,7 @@ def test_leave_one_out_skips_the_images_own_patches(rng, search):
     coreset = WeightedCoreset(sampling_ratio=0.3, search=search, random_state=0).fit(X)
     np.testing.assert_array_equal(coreset.memory_images_, coreset.sample_indices_ // 30)
     images = np.array([0, 3, 7])
-    scores = coreset._score_leave_one_out(X[images], images)
+    scores = coreset.score_held_out(X[images], images)
     bank, weights, owner = coreset.memory_bank_, coreset.memory_weights_, coreset.memory_images_
     for row, image in enumerate(images):
         others = owner != image
@@ -262,7 +262,7 @@ def test_leave_one_out_skips_the_images_own_patches(rng, search):
 def test_leave_one_out_with_a_single_image_is_minus_inf(rng):
     X = rng.normal(size=(1, 20, 4)).astype(np.float32)
     coreset = WeightedCoreset(sampling_ratio=0.5, random_state=0).fit(X)
-    assert np.all(np.isneginf(coreset._score_leave_one_out(X, [0])))
+    assert np.all(np.isneginf(coreset.score_held_out(X, [0])))
 
 
 def test_fewer_centres_than_cells():
