@@ -8,7 +8,9 @@ a :class:`~sklearn.pipeline.Pipeline` of :class:`PatchFeaturizer`,
 
 __version__ = "0.1.0.dev0"
 
+from ._audit import audit_training_set
 from ._backbones import WeightsUnavailableError
+from ._bagging import BaggedCoreset
 from ._classifier import SoftPatchClassifier
 from ._coreset import WeightedCoreset
 from ._discriminator import NoiseDiscriminator
@@ -19,6 +21,7 @@ from ._persist import ModelFileError, load
 from ._segmenter import SoftPatchSegmenter
 
 __all__ = [
+    "BaggedCoreset",
     "ModelFileError",
     "NoiseDiscriminator",
     "PatchFeaturizer",
@@ -27,6 +30,7 @@ __all__ = [
     "WeightedCoreset",
     "WeightedPatches",
     "WeightsUnavailableError",
+    "audit_training_set",
     "export_onnx",
     "load",
 ]

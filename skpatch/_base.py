@@ -119,12 +119,16 @@ class BaseSoftPatch(BaseEstimator):
     # -- fitting --------------------------------------------------------------
 
     def _make_pipeline(self):
+        # Every step's parameters are checked before the CNN runs: a typo in
+        # denoise__threshold must not cost a pass over the training images.
         steps = []
         for name in STEP_NAMES:
             step = self._step(name)
             step = step if isinstance(step, str) else clone(step)
             if not isinstance(step, str):
                 self._propagate(step)
+                if hasattr(step, "_validate_params"):
+                    step._validate_params()
             steps.append((PIPELINE_NAMES[name], step))
         return Pipeline(steps)
 
@@ -189,6 +193,7 @@ class BaseSoftPatch(BaseEstimator):
         whole featurizer batches: the scores are those of one pass.
         """
         images = check_images(images)  # the command line passes lists
+        _warn_far_size(images.image_size, self.image_size_)
         n_images = len(images)
         step = self._images_per_block(n_images)
         if step >= n_images:
@@ -338,6 +343,21 @@ class BaseSoftPatch(BaseEstimator):
         tags.input_tags.three_d_array = True
         tags.non_deterministic = False
         return tags
+
+
+def _warn_far_size(size, train_size):
+    """Warn when scored images are less than half or more than double the
+    training size along either side: the CNN sees them resized, and normal
+    texture at another scale looks anomalous."""
+    ratios = [s / t for s, t in zip(size, train_size)]
+    if min(ratios) < 0.5 or max(ratios) > 2.0:
+        msg = (
+            f"Scoring images of size {tuple(size)} with a model fitted on images of size "
+            f"{tuple(train_size)}: the sizes differ by more than a factor 2, so scores are "
+            "not comparable with the training images (normal texture at another scale looks "
+            "anomalous). Crop or resize the images as the training images were."
+        )
+        warnings.warn(msg, UserWarning, stacklevel=4)
 
 
 def _check_cache(cache):

@@ -67,13 +67,16 @@ def _trusted_classes():
     """Public name -> class: the only classes a model file may create."""
     from sklearn.pipeline import Pipeline
 
+    from ._bagging import BaggedCoreset
     from ._classifier import SoftPatchClassifier
     from ._coreset import WeightedCoreset
     from ._discriminator import NoiseDiscriminator
     from ._featurizer import PatchFeaturizer
     from ._segmenter import SoftPatchSegmenter
 
-    classes = (SoftPatchClassifier, SoftPatchSegmenter, PatchFeaturizer, NoiseDiscriminator, WeightedCoreset)
+    classes = (
+        SoftPatchClassifier, SoftPatchSegmenter, PatchFeaturizer, NoiseDiscriminator, WeightedCoreset, BaggedCoreset,
+    )
     trusted = {f"skpatch.{cls.__name__}": cls for cls in classes}
     trusted["sklearn.pipeline.Pipeline"] = Pipeline
     return trusted
@@ -81,6 +84,7 @@ def _trusted_classes():
 
 #: Class names a model file may instantiate (see :func:`skpatch.load`).
 TRUSTED_CLASSES = (
+    "skpatch.BaggedCoreset",
     "skpatch.NoiseDiscriminator",
     "skpatch.PatchFeaturizer",
     "skpatch.SoftPatchClassifier",

@@ -163,6 +163,7 @@ class SoftPatchSegmenter(BaseSoftPatch):
         self.offset_ = self._offset(self._to_pixels(patch_maps, size))
         return features
 
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit_predict(self, X, y=None):
         """Fit, then return defect masks of the training images themselves.
 

@@ -1,4 +1,4 @@
-"""Common checks of the five public estimators, adapted to images.
+"""Common checks of the six public estimators, adapted to images.
 
 scikit-learn's common checks (:mod:`sklearn.utils.estimator_checks`) feed
 estimators 2-D arrays ``(n_samples, n_features)``. No public skpatch estimator
@@ -53,6 +53,7 @@ from sklearn.utils.validation import check_is_fitted
 
 import skpatch
 from skpatch import (
+    BaggedCoreset,
     NoiseDiscriminator,
     PatchFeaturizer,
     SoftPatchClassifier,
@@ -171,6 +172,18 @@ CASES = [
         lambda est, X: est.score_samples(X),
         lambda est: {"memory_bank_": est.memory_bank_, "sample_indices_": est.sample_indices_},
         ("score_samples", "kneighbors"),
+        False,
+    ),
+    Case(
+        "BaggedCoreset",
+        lambda: BaggedCoreset(4, max_samples=0.25, sampling_ratio=0.25, projection_dim=8, random_state=0, device="cpu"),
+        _features,
+        lambda est, X: est.score_samples(X),
+        lambda est: {
+            "banks": np.concatenate([m.memory_bank_ for m in est.estimators_]),
+            "samples": np.concatenate(est.estimators_samples_),
+        },
+        ("score_samples",),
         False,
     ),
 ]

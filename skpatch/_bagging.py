@@ -1,0 +1,291 @@
+"""A bagged memory: weighted coresets of random subsets of the training images."""
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._coreset import ALL_REMOVED, WeightedCoreset
+from ._patches import WeightedPatches, check_n_features, check_patch_features
+
+# The WeightedCoreset parameters each member takes as they are.
+_MEMBER_PARAMS = ("projection_dim", "n_cells", "search", "n_probe", "n_jobs", "device", "verbose")
+
+
+class BaggedCoreset(BaseEstimator):
+    """Ensemble of weighted coresets, each built from a subset of the training images.
+
+    Each of the ``n_estimators`` members is a :class:`WeightedCoreset` of
+    the (weighted, kept) patches of a subset of the training images. A test
+    patch's anomaly is the ``aggregate`` (median by default) over the
+    members of its weighted distance to each member's nearest memory patch.
+    A pattern that only a few training images contain, such as an
+    unlabelled defect, is in few members, so the median ignores it: the
+    ensemble is a low-pass filter on how often a pattern recurs in the
+    training set, and it needs no removal ratio (MeDS, [1]_).
+
+    Membership is balanced: every training image is in exactly
+    ``max(1, round(max_samples * n_estimators))`` members, dealt at random,
+    so no image can be over-represented by chance and every image is
+    out-of-bag for most members (see :meth:`score_held_out`).
+
+    Parameters
+    ----------
+    n_estimators : int, default=10
+        Number of member coresets.
+
+    max_samples : float in (0, 1], default=0.1
+        Fraction of the training images each member holds (the members
+        together hold every image ``round(max_samples * n_estimators)``
+        times). With ``aggregate="median"``, a pattern in more than half of
+        the members counts as normal: keep ``max_samples`` well below 0.5.
+
+    aggregate : {"median", "mean"}, default="median"
+        How the members' weighted distances of a patch are combined.
+
+    sampling_ratio : float in (0, 1], default=0.1
+        Total size of the members' memory banks as a fraction of all
+        training patches, as in :class:`WeightedCoreset`: the ensemble
+        searches as many memory patches as one coreset of that ratio.
+
+    projection_dim, n_cells, search, n_probe : see :class:`WeightedCoreset`
+        Passed to every member. Each member's search is exact when
+        ``search="exact"``.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the membership and each member's coreset.
+
+    n_jobs, device, verbose : see :class:`WeightedCoreset`
+
+    Attributes
+    ----------
+    estimators_ : list of WeightedCoreset
+        The fitted members.
+
+    estimators_samples_ : list of ndarray of int
+        The training images (indices into the images given to :meth:`fit`)
+        each member was built from.
+
+    n_train_images_ : int
+        Number of training images.
+
+    n_features_in_ : int
+        Patch feature length seen in fit.
+
+    See Also
+    --------
+    WeightedCoreset : One memory bank of all the training images.
+    sklearn.ensemble.BaggingClassifier : The vocabulary followed here.
+
+    Notes
+    -----
+    Scoring searches every member, so a test patch costs ``n_estimators``
+    searches of banks ``n_estimators`` times smaller than one coreset's.
+
+    References
+    ----------
+    .. [1] MeDS: an ensemble of memory banks built from random subsamples of
+       the training data, ICML 2026, arXiv:2605.26676.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skpatch import BaggedCoreset
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(20, 16, 8)).astype(np.float32)
+    >>> bag = BaggedCoreset(n_estimators=5, max_samples=0.2, random_state=0).fit(X)
+    >>> [len(s) for s in bag.estimators_samples_]
+    [4, 4, 4, 4, 4]
+    >>> bag.score_samples(X[:2]).shape
+    (2, 16)
+    >>> bag.score_held_out(X[:2], [0, 1]).shape
+    (2, 16)
+    """
+
+    _parameter_constraints = {
+        "n_estimators": [Interval(Integral, 1, None, closed="left")],
+        "max_samples": [Interval(Real, 0, 1, closed="right")],
+        "aggregate": [StrOptions({"median", "mean"})],
+        **{
+            key: WeightedCoreset._parameter_constraints[key]
+            for key in ("sampling_ratio", "random_state", *_MEMBER_PARAMS)
+        },
+    }
+
+    def __init__(
+        self,
+        n_estimators=10,
+        *,
+        max_samples=0.1,
+        aggregate="median",
+        sampling_ratio=0.1,
+        projection_dim=128,
+        n_cells="auto",
+        search="exact",
+        n_probe=2,
+        random_state=None,
+        n_jobs=None,
+        device="auto",
+        verbose=0,
+    ):
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.aggregate = aggregate
+        self.sampling_ratio = sampling_ratio
+        self.projection_dim = projection_dim
+        self.n_cells = n_cells
+        self.search = search
+        self.n_probe = n_probe
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.device = device
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Deal the training images to the members and fit each member's coreset.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, n_patches, n_features) or WeightedPatches
+            Training patch features, or the output of
+            :meth:`NoiseDiscriminator.fit_transform`.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : BaggedCoreset
+        """
+        features, weights, kept = check_patch_features(X, allow_weighted=True)
+        if not kept.any():
+            raise ValueError(ALL_REMOVED)
+        n_images = len(features)
+        rng = check_random_state(self.random_state)
+        membership = _deal(n_images, self.n_estimators, self.max_samples, rng)
+        # Each member gets the same ratio of its own patches, so that the
+        # banks add up to sampling_ratio of all the training patches.
+        ratio = min(1.0, self.sampling_ratio * n_images / membership.sum())
+        params = {key: getattr(self, key) for key in _MEMBER_PARAMS}
+        self.estimators_, self.estimators_samples_ = [], []
+        for member in membership:
+            images = np.flatnonzero(member)
+            if not kept[images].any():
+                continue  # every patch of these images was removed
+            coreset = WeightedCoreset(ratio, random_state=rng.randint(np.iinfo(np.int32).max), **params)
+            coreset.fit(WeightedPatches(features[images], weights[images], kept[images]))
+            self.estimators_.append(coreset)
+            self.estimators_samples_.append(images)
+        self.n_train_images_ = n_images
+        self.n_features_in_ = features.shape[2]
+        return self
+
+    def score_samples(self, X):
+        """Negated aggregate over the members of each patch's weighted distance.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, n_patches, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_images, n_patches)
+            Higher is more normal, as in :meth:`WeightedCoreset.score_samples`.
+        """
+        check_is_fitted(self, "estimators_")
+        features = check_n_features(self, X)
+        anomaly = np.stack([-member.score_samples(features) for member in self.estimators_])
+        return -self._combine(anomaly)
+
+    def score_held_out(self, X, images):
+        """Out-of-bag scores of training images.
+
+        Each training image is scored only by the members that were not
+        built from it, as a random forest's ``oob_score_``: its own patches
+        cannot match themselves. An image that every member holds (only
+        when ``max_samples * n_estimators`` rounds to ``n_estimators``) is
+        scored by every member without its own patches instead
+        (leave-one-image-out, as :meth:`WeightedCoreset.score_held_out`).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, n_patches, n_features)
+            Features of training images.
+        images : array-like of shape (n_images,)
+            The training index of each image of ``X``.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_images, n_patches)
+            As :meth:`score_samples`; ``-inf`` where no memory patch may
+            score an image.
+        """
+        check_is_fitted(self, "estimators_")
+        features = check_n_features(self, X)
+        images = np.asarray(images, dtype=np.int64)
+        saw = np.stack([_local_index(samples, images) >= 0 for samples in self.estimators_samples_])
+        everywhere = saw.all(axis=0)
+        anomaly = np.empty((len(self.estimators_), *features.shape[:2]), dtype=np.float32)
+        for i, (member, samples) in enumerate(zip(self.estimators_, self.estimators_samples_)):
+            anomaly[i] = -member.score_samples(features)
+            if everywhere.any():
+                local = _local_index(samples, images[everywhere])
+                anomaly[i, everywhere] = -member.score_held_out(features[everywhere], local)
+        out = np.empty(features.shape[:2], dtype=np.float32)
+        oob = ~everywhere
+        if oob.any():
+            out[oob] = self._combine(anomaly[:, oob], mask=~saw[:, oob])
+        if everywhere.any():
+            out[everywhere] = self._combine(anomaly[:, everywhere])
+        return -out
+
+    def _combine(self, anomaly, mask=None):
+        """Aggregate (n_members, n_images, n_patches) distances over the members,
+        using only the members where ``mask`` (n_members, n_images) is True."""
+        if mask is not None and not mask.all():
+            anomaly = np.where(mask[:, :, None], anomaly, np.nan)
+            with np.errstate(invalid="ignore"):
+                combined = np.nanmedian(anomaly, axis=0) if self.aggregate == "median" else np.nanmean(anomaly, axis=0)
+            return combined.astype(np.float32)
+        if self.aggregate == "median":
+            return np.median(anomaly, axis=0).astype(np.float32)
+        return anomaly.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        return tags
+
+
+def _local_index(samples, images):
+    """Position of each of ``images`` in the sorted ``samples``, -1 where absent."""
+    local = np.searchsorted(samples, images)
+    found = local < len(samples)
+    found[found] = samples[local[found]] == images[found]
+    return np.where(found, local, -1)
+
+
+def _deal(n_images, n_estimators, max_samples, rng):
+    """Membership (n_estimators, n_images), True where a member holds an image.
+
+    Every image goes to exactly ``r = round(max_samples * n_estimators)``
+    members (at least 1, at most all): ``r`` rounds of dealing a shuffled
+    deck round-robin, each round starting where the last left off, and an
+    image never dealt twice to one member. Member sizes differ by at most
+    one image per round.
+    """
+    r = int(min(n_estimators, max(1, round(max_samples * n_estimators))))
+    membership = np.zeros((n_estimators, n_images), dtype=bool)
+    position = 0
+    for _ in range(r):
+        for image in rng.permutation(n_images):
+            member = position % n_estimators
+            while membership[member, image]:
+                member = (member + 1) % n_estimators
+            membership[member, image] = True
+            position += 1
+    return membership
