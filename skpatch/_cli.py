@@ -11,8 +11,10 @@ subcommand is one more entry there.
 """
 
 import argparse
+import contextlib
 import csv
 import glob
+import io
 import json
 import os
 import sys
@@ -31,14 +33,17 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_MODEL_FILE = 3
 EXIT_MISSING_DEPENDENCY = 4
+EXIT_SKIPPED = 5
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = f"""exit codes:
   {EXIT_OK}    success
-  {EXIT_ERROR}    error (unreadable image, invalid parameter, ...)
+  {EXIT_ERROR}    error (invalid parameter, unreadable image: score --on-error stop stops at it, ...)
   {EXIT_USAGE}    usage error (unknown option, missing argument)
   {EXIT_MODEL_FILE}    model file refused (missing, truncated, modified, other format version)
   {EXIT_MISSING_DEPENDENCY}    an optional dependency is missing (matplotlib for --overlays, onnx for export)
+  {EXIT_SKIPPED}    score --on-error skip: every readable image scored, but unreadable files were skipped
+       (listed in DIR/errors.csv, or on stderr without --out)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
 
 _LIST_EXTENSIONS = (".txt", ".lst")
@@ -271,43 +276,84 @@ def _is_segmenter(estimator):
 # -- scoring a stream of images -------------------------------------------------
 
 
-def _score_stream(estimator, items, *, batch_size, workers, need_maps, bar):
-    """Yield ``(item, image, result)`` per image, reading ahead in threads.
+_Unreadable = namedtuple("_Unreadable", "reason")
+_Unreadable.__doc__ = "The result of a file that cannot be scored, and the one-line reason."
+
+
+def _score_stream(estimator, items, *, batch_size, workers, need_maps, bar, stop_at_unreadable=True):
+    """Yield a block of ``(item, image, result)`` per ``batch_size`` images.
 
     ``result`` holds the image's ``score`` (anomaly score, higher = more
     anomalous), ``anomalous`` and, when ``need_maps`` or for a segmenter,
-    its anomaly ``map`` and predicted ``mask``.
+    its anomaly ``map`` and predicted ``mask``. For a file that cannot be
+    read, or holds an image the estimator would refuse, ``image`` is None
+    and ``result`` an :class:`_Unreadable`; the images around it are scored
+    all the same. With ``stop_at_unreadable``, a block ends at its first
+    unreadable file (the images before it scored) and the stream with it.
     """
-    from ._images import _load_item
     from ._prefetch import prefetch_map
 
     # The next chunk is decoded while this one is scored: at most two
-    # chunks of decoded images are in memory. Images are read as the
-    # estimators read a path.
+    # chunks of decoded images are in memory. A reading error comes back
+    # as a value, so that it is attributed to its file, not to its chunk.
     images = prefetch_map(
-        lambda pair: _load_item(pair[1].path, pair[0]), enumerate(items),
-        n_workers=workers, ahead=batch_size if workers else 0,
+        lambda item: _read_checked(item.path), items, n_workers=workers, ahead=batch_size if workers else 0,
     )
     pairs = zip(items, images)
     while True:
         chunk = list(islice(pairs, batch_size))
         if not chunk:
             return
+        first_bad = next((i for i, (_, image) in enumerate(chunk) if isinstance(image, _Unreadable)), None)
+        if stop_at_unreadable and first_bad is not None:
+            chunk = chunk[: first_bad + 1]
+        block = []
         for group in _same_size_runs(chunk):
+            if isinstance(group[0][1], _Unreadable):
+                block += [(item, None, failure) for item, failure in group]
+                continue
             results = _score_group(estimator, [image for _, image in group], need_maps)
-            for (item, image), result in zip(group, results):
-                yield item, image, result
-        bar.update(len(chunk))
+            block += [(item, image, result) for (item, image), result in zip(group, results)]
+        bar.update(len(block))
+        yield block
+        if stop_at_unreadable and first_bad is not None:
+            return
+
+
+def _read_checked(path):
+    """An image file as the estimators read it, or an :class:`_Unreadable`.
+
+    Besides reading (``read_image`` checks the values), the shape is checked
+    as the estimators check an image, so that a file they would refuse
+    (wrong channels, too small) is reported here, by its path, rather than
+    failing the estimator call of its whole batch.
+    """
+    from ._images import MIN_SIDE, _check_shape, _read
+
+    try:
+        image = _read(path, "the file")
+        _check_shape(image, "the image", batch=False)
+    except (ValueError, TypeError) as exc:  # _read turns Pillow's errors into ValueError
+        return _Unreadable(_one_line(exc))
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        return _Unreadable(f"the image is {height}x{width} (HxW) pixels; images must be at least {MIN_SIDE}x{MIN_SIDE}.")
+    return image
 
 
 def _same_size_runs(chunk):
-    """Split a chunk into runs of images of one size (an estimator call each)."""
-    runs = []
+    """Split a chunk into runs of images of one size (an estimator call each).
+
+    Unreadable files form runs of their own.
+    """
+    runs, last = [], None
     for pair in chunk:
-        if runs and runs[-1][-1][1].shape[:2] == pair[1].shape[:2]:
+        key = None if isinstance(pair[1], _Unreadable) else pair[1].shape[:2]
+        if runs and key == last:
             runs[-1].append(pair)
         else:
             runs.append([pair])
+        last = key
     return runs
 
 
@@ -428,11 +474,26 @@ def _add_score_arguments(parser):
     parser.add_argument("--batch-size", type=int, default=16, help="images scored per pass; bounds memory (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="threads decoding the next images while the CNN runs; 0 decodes in turn (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="'auto' (default), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    parser.add_argument(
+        "--on-error", choices=["stop", "skip"], default="stop",
+        help="a file that cannot be read, or holds an image the model refuses: 'stop' there, keeping the rows "
+        "scored before it, with exit code 1 (default: a bad file often means a failing camera or a full disk, "
+        "which someone should see), or 'skip' it, list it in DIR/errors.csv (on stderr without --out), "
+        f"score every other image and exit with code {EXIT_SKIPPED}",
+    )
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue an earlier (stopped or killed) run into the same --out DIR: the images already in "
+        "DIR/scores.csv, matched by path, are not scored again, its rows are kept and the others' appended; "
+        "its columns must be this model's. Without --resume an existing DIR/scores.csv is replaced",
+    )
 
 
 def _run_score(args):
     if (args.maps or args.overlays or args.masks) and not args.out:
         raise CommandError("--maps, --overlays and --masks write into a folder: add --out DIR.", EXIT_USAGE)
+    if args.resume and not args.out:
+        raise CommandError("--resume continues DIR/scores.csv: add --out DIR.", EXIT_USAGE)
     if args.batch_size < 1 or args.workers < 0:
         raise CommandError("--batch-size must be >= 1 and --workers >= 0.", EXIT_USAGE)
     if args.overlays:
@@ -441,54 +502,197 @@ def _run_score(args):
     items = collect_images(args.images)
     segmenter = _is_segmenter(estimator)
     columns = ["path", "anomaly_score", "label"] + (["defect_area_px", "defect_area_fraction"] if segmenter else [])
-    outputs = _Outputs(args, estimator, columns)
+    kept = _scored_rows(os.path.join(args.out, "scores.csv"), columns) if args.resume else []
+    done = {_path_key(row[0]) for row in kept}
+    todo = [item for item in items if _path_key(item.path) not in done]
+    if args.resume:
+        _log(args, f"resuming: {len(items) - len(todo)} of the {len(items)} images are in {os.path.join(args.out, 'scores.csv')} already")
     start = time.perf_counter()
-    n_anomalous = 0
-    need_maps = bool(args.maps or args.overlays or args.masks)
-    with outputs, _bar(args, len(items), "score") as bar:
-        stream = _score_stream(estimator, items, batch_size=args.batch_size, workers=args.workers, need_maps=need_maps, bar=bar)
-        for item, image, result in stream:
-            outputs.write(item, image, result)
-            n_anomalous += result["anomalous"]
+    with _Outputs(args, estimator, columns, kept) as outputs:
+        n_anomalous = _score_into(outputs, estimator, todo, args)
     elapsed = time.perf_counter() - start
-    where = f"; wrote {os.path.join(args.out, 'scores.csv')}" if args.out else ""
-    _log(args, f"scored {len(items)} images in {elapsed:.1f} s ({len(items) / elapsed:.1f} images/s): {n_anomalous} anomalous{where}")
+    n_scored = len(todo) - len(outputs.errors)
+    where = f"; wrote {outputs.scores.path}" if args.out else ""
+    _log(args, f"scored {n_scored} images in {elapsed:.1f} s ({n_scored / elapsed:.1f} images/s): {n_anomalous} anomalous{where}")
+    if outputs.errors:  # only with --on-error skip: stop raises
+        n = len(outputs.errors)
+        listed = f"listed in {outputs.error_file.path}" if args.out else "listed above"
+        print(f"skpatch score: skipped {n} unreadable {'file' if n == 1 else 'files'} of {len(todo)} ({listed})", file=sys.stderr)
+        return EXIT_SKIPPED
+    return EXIT_OK
+
+
+def _score_into(outputs, estimator, items, args):
+    """Score ``items`` into ``outputs``, committing each block; return the number found anomalous."""
+    stop = args.on_error == "stop"
+    need_maps = bool(args.maps or args.overlays or args.masks)
+    n_anomalous = 0
+    with _bar(args, len(items), "score") as bar:
+        stream = _score_stream(
+            estimator, items, batch_size=args.batch_size, workers=args.workers, need_maps=need_maps, bar=bar,
+            stop_at_unreadable=stop,
+        )
+        try:
+            for block in stream:
+                for item, image, result in block:
+                    outputs.write(item, image, result)
+                    n_anomalous += not isinstance(result, _Unreadable) and result["anomalous"]
+                outputs.commit()
+                if stop and outputs.errors:
+                    raise CommandError(_stopped_message(args, outputs))
+        except (Exception, KeyboardInterrupt) as exc:
+            if args.out and not isinstance(exc, CommandError):
+                outputs.commit()
+                print(
+                    f"skpatch score: {outputs.scores.path} is partial: it holds {outputs.n_rows} rows; "
+                    "--resume continues the run", file=sys.stderr, flush=True,
+                )
+            raise
+    return n_anomalous
+
+
+def _stopped_message(args, outputs):
+    path, reason = outputs.errors[-1]
+    if args.out:
+        where = f"{outputs.scores.path} is partial: it holds {outputs.n_rows} rows"
+        rerun = "--resume --on-error skip"
+    else:
+        where = f"standard output holds the {outputs.n_rows} rows scored before it"
+        rerun = "--on-error skip"
+    return f"{path!r}: {reason.rstrip('.')}. Stopped there (--on-error stop): {where}; rerun with {rerun} to score the rest."
+
+
+def _path_key(path):
+    """Two spellings of one file (relative, absolute) are one image."""
+    return os.path.normcase(os.path.abspath(path))
+
+
+def _scored_rows(path, columns):
+    """The rows of an earlier run's ``scores.csv``, for ``--resume``; none without the file."""
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"--resume: cannot read {path!r}: {exc}.") from None
+    # A file written whole by _AtomicCsv ends with a newline; one cut short
+    # by another writer ends in half a row, which is scored again.
+    text = text[: text.rfind("\n") + 1]
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or rows[0] != columns:
+        found = ",".join(rows[0]) if rows else "no header"
+        msg = (
+            f"--resume: {path!r} has the columns {found!r}, not {','.join(columns)!r} as this model writes; "
+            "resume with the model that wrote it, or drop --resume to replace the file."
+        )
+        raise CommandError(msg)
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(columns):
+            raise CommandError(f"--resume: line {number} of {path!r} has {len(row)} fields, not {len(columns)}.")
+    return rows[1:]
+
+
+class _AtomicCsv:
+    """A CSV file that is only ever replaced whole.
+
+    Rows are kept in memory; :meth:`commit` writes them all to ``.NAME.tmp``
+    in the same folder, syncs it and renames it over the file (``os.replace``,
+    atomic on POSIX and Windows). A reader, or a run killed at any moment,
+    sees a complete CSV of whole blocks. Rewriting costs about a millisecond
+    per MB of CSV, little next to scoring a block of images.
+    """
+
+    def __init__(self, path, header, rows=()):
+        self.path = path
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, lineterminator="\n")
+        self._lines = [self._line(header)] + [self._line(row) for row in rows]
+        self._dirty = True
+
+    def _line(self, row):
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        self._writer.writerow(row)
+        return self._buffer.getvalue()
+
+    def append(self, row):
+        self._lines.append(self._line(row))
+        self._dirty = True
+
+    def commit(self):
+        if not self._dirty:
+            return
+        folder, name = os.path.split(self.path)
+        temporary = os.path.join(folder, f".{name}.tmp")
+        try:
+            with open(temporary, "w", newline="", encoding="utf-8") as handle:
+                handle.writelines(self._lines)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+            raise
+        self._dirty = False
 
 
 class _Outputs:
-    """Writes each scored image's row, map, overlay and mask as it comes."""
+    """Writes each scored image's row, map, overlay and mask as it comes.
 
-    def __init__(self, args, estimator, columns):
+    With ``--out``, ``DIR/scores.csv`` and ``DIR/errors.csv`` (path and
+    reason of each unreadable file; the header alone when there is none)
+    change only at :meth:`commit`, at the end of each block, and then whole.
+    """
+
+    def __init__(self, args, estimator, columns, kept=()):
         self.args = args
         self.columns = columns
         self.threshold = -float(estimator.offset_)
-        self.csv_file = self.csv = None
+        self.n_rows = len(kept)
+        self.errors = []  # (path, reason) of each unreadable file
+        self.scores = self.error_file = None
         self.rows = csv.writer(sys.stdout, lineterminator="\n") if args.format == "csv" and not args.out else None
         if args.out:
             os.makedirs(args.out, exist_ok=True)
-            self.csv_file = open(os.path.join(args.out, "scores.csv"), "w", newline="", encoding="utf-8")  # noqa: SIM115
-            self.csv = csv.writer(self.csv_file, lineterminator="\n")
-            self.csv.writerow(columns)
+            self.scores = _AtomicCsv(os.path.join(args.out, "scores.csv"), columns, kept)
+            self.error_file = _AtomicCsv(os.path.join(args.out, "errors.csv"), ["path", "reason"])
+            self.commit()
         if self.rows is not None:
             self.rows.writerow(columns)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        if self.csv_file is not None:
-            self.csv_file.close()
+    def __exit__(self, exc_type, *exc):
+        # Written rows are whole: keep them whatever ended the run, without
+        # hiding the error that did.
+        with contextlib.suppress(OSError) if exc_type else contextlib.nullcontext():
+            self.commit()
+
+    def commit(self):
+        """Make the rows written so far visible: replace the CSV files, flush stdout."""
+        for target in (self.scores, self.error_file):
+            if target is not None:
+                target.commit()
+        sys.stdout.flush()
 
     def write(self, item, image, result):
+        if isinstance(result, _Unreadable):
+            self._write_error(item.path, result.reason)
+            return
         record = {"path": item.path, "anomaly_score": result["score"], "label": "anomalous" if result["anomalous"] else "normal"}
         if "defect_area_px" in self.columns:
             mask = result["mask"]
             record["defect_area_px"] = int(mask.sum())
             record["defect_area_fraction"] = float(mask.mean())
         row = [record[c] if not isinstance(record[c], float) else repr(record[c]) for c in self.columns]
-        for writer in (self.csv, self.rows):
-            if writer is not None:
-                writer.writerow(row)
+        if self.scores is not None:
+            self.scores.append(row)
+        if self.rows is not None:
+            self.rows.writerow(row)
+        self.n_rows += 1
         if self.args.format == "json":
             print(json.dumps(record), flush=True)
         stem = os.path.splitext(item.name)[0]
@@ -500,6 +704,14 @@ class _Outputs:
             self._png(self._path("masks", stem + ".png"), result["mask"] * 255)
         if self.args.overlays:
             _write_overlay(self._path("overlays", stem + ".png"), image, result, self.threshold)
+
+    def _write_error(self, path, reason):
+        self.errors.append((path, reason))
+        if self.error_file is not None:
+            self.error_file.append([path, reason])
+        elif self.args.on_error == "skip":
+            # Without --out the list goes to stderr, a line per file as it comes.
+            print(f"skpatch score: skipped {path!r}: {reason}", file=sys.stderr, flush=True)
 
     def _path(self, kind, name):
         path = os.path.join(self.args.out, kind, name)
@@ -547,7 +759,7 @@ def _write_overlay(path, image, result, threshold):
 
 def _add_evaluate_arguments(parser):
     parser.add_argument("model", metavar="MODEL", help="model file")
-    parser.add_argument("data", metavar="MVTEC_DIR", help="data set root in the MVTec AD layout (test/<type>/, optional ground_truth/)")
+    parser.add_argument("data", metavar="MVTEC_DIR", help="data set root in the MVTec AD layout: test/<type>/ and optionally ground_truth/ (train/ is not needed)")
     parser.add_argument("--json", default="evaluation.json", metavar="FILE", help="JSON file to write (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="images scored per pass (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="image decoding threads (default: %(default)s)")
@@ -559,14 +771,16 @@ def _run_evaluate(args):
     from .metrics import aupro, f1_max, image_auroc, pixel_auroc
 
     estimator, metadata = _load_model(args)
-    data = load_mvtec(args.data, lazy=True)
+    data = load_mvtec(args.data, lazy=True, load_train=False)
     items = [ImageItem(path, os.path.basename(path)) for path in data.test_images]
     masks = data.test_masks if isinstance(data.test_masks, np.ndarray) else None
     scores, maps = [], []
     start = time.perf_counter()
     with _bar(args, len(items), "evaluate") as bar:
         stream = _score_stream(estimator, items, batch_size=args.batch_size, workers=args.workers, need_maps=masks is not None, bar=bar)
-        for _, _, result in stream:
+        for item, _, result in (entry for block in stream for entry in block):
+            if isinstance(result, _Unreadable):
+                raise CommandError(f"{item.path!r}: {result.reason}")
             scores.append(result["score"])
             if masks is not None:
                 maps.append(result["map"])

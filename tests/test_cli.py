@@ -14,8 +14,10 @@ import skpatch
 from skpatch import SoftPatchClassifier, SoftPatchSegmenter
 from skpatch._cli import (
     EXIT_ERROR,
+    EXIT_INTERRUPTED,
     EXIT_MISSING_DEPENDENCY,
     EXIT_MODEL_FILE,
+    EXIT_SKIPPED,
     EXIT_USAGE,
     CommandError,
     collect_images,
@@ -227,6 +229,220 @@ def test_unreadable_image_is_one_line(models, tmp_path, capsys):
     assert "bad.png" in err and err.count("\n") == 1
 
 
+# -- unreadable files, atomic writes, --resume (issue #29) -----------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def reference_scores(models, mvtec):
+    """``-score_samples`` of the classifier on each test image, by path."""
+    paths = _test_paths(mvtec)
+    return dict(zip(paths, -skpatch.load(models["clf"]).score_samples(paths).astype(np.float64)))
+
+
+def _truncated_png(source):
+    data = open(source, "rb").read()
+    assert data.startswith(PNG_SIGNATURE)
+    return data[: len(data) // 2]
+
+
+def _folder_with_bad_files(mvtec, folder, bad, n_good=6):
+    """``n_good`` test images copied to ``folder`` as 00.png, 01.png, ..., with
+    ``bad[position] = bytes`` written at those positions in the sorted order.
+
+    Returns the copies (path -> source) and the bad files' paths, in order.
+    """
+    folder.mkdir()
+    sources = iter(_test_paths(mvtec)[:n_good])
+    copies, bad_paths = {}, []
+    for i in range(n_good + len(bad)):
+        path = str(folder / f"{i:02d}.png")
+        if i in bad:
+            open(path, "wb").write(bad[i])
+            bad_paths.append(path)
+        else:
+            copies[path] = next(sources)
+            open(path, "wb").write(open(copies[path], "rb").read())
+    return copies, bad_paths
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+@pytest.mark.parametrize(
+    "position, workers",
+    [(0, 2), (2, 0), (6, 2)],
+    ids=["first-of-first-batch", "middle-of-first-batch", "last-in-last-batch"],
+)
+def test_score_corrupt_file_stop_and_skip(models, mvtec, reference_scores, tmp_path, capsys, position, workers, policy):
+    """6 readable PNGs and a truncated one; --batch-size 4, so that the bad file
+    has images before and/or after it in its batch."""
+    bad_file = {position: _truncated_png(_test_paths(mvtec)[0])}
+    copies, (bad,) = _folder_with_bad_files(mvtec, tmp_path / "in", bad_file)
+    out = tmp_path / "r"
+    code = main([
+        "score", models["clf"], str(tmp_path / "in"), "--out", str(out), "--batch-size", "4",
+        "--workers", str(workers), "--on-error", policy, "-q",
+    ])
+    err = capsys.readouterr().err
+    good = list(copies)  # in input order
+    expected = good[:position] if policy == "stop" else good
+    rows = _rows(out / "scores.csv")
+    assert [row["path"] for row in rows] == expected
+    assert [float(row["anomaly_score"]) for row in rows] == [reference_scores[copies[p]] for p in expected]
+    errors = _rows(out / "errors.csv")
+    assert [e["path"] for e in errors] == [bad] and errors[0]["reason"].startswith("Cannot read the file: ")
+    # Written whole: no temporary file is left beside them.
+    assert sorted(os.listdir(out)) == ["errors.csv", "scores.csv"]
+    if policy == "stop":
+        assert code == EXIT_ERROR and err.count("\n") == 1
+        assert err.startswith(f"skpatch score: error: {bad!r}: Cannot read the file: ")
+        assert f"{out / 'scores.csv'} is partial: it holds {position} rows" in err
+        assert "--resume --on-error skip" in err
+    else:
+        assert code == EXIT_SKIPPED
+        assert err == f"skpatch score: skipped 1 unreadable file of 7 (listed in {out / 'errors.csv'})\n"
+
+
+def test_score_skip_without_out_lists_each_file_on_stderr(models, mvtec, reference_scores, tmp_path, capsys):
+    """A truncated PNG, a 3x3 image and a text file named .png in one batch of 9:
+    each is named with its reason, and the six images around them are scored."""
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((3, 3, 3), np.uint8)).save(tiny)
+    bad = {1: _truncated_png(_test_paths(mvtec)[0]), 4: tiny.read_bytes(), 5: b"not an image"}
+    copies, bad_paths = _folder_with_bad_files(mvtec, tmp_path / "in", bad)
+    code = main(["score", models["clf"], str(tmp_path / "in"), "--batch-size", "9", "--on-error", "skip", "-q"])
+    captured = capsys.readouterr()
+    assert code == EXIT_SKIPPED
+    rows = list(csv.DictReader(captured.out.splitlines()))
+    assert [row["path"] for row in rows] == list(copies)
+    assert [float(row["anomaly_score"]) for row in rows] == [reference_scores[s] for s in copies.values()]
+    lines = captured.err.splitlines()
+    assert len(lines) == 4
+    for line, path, reason in zip(lines, bad_paths, ["Cannot read the file: ", "the image is 3x3 (HxW)", "Cannot read the file: "]):
+        assert line.startswith(f"skpatch score: skipped {path!r}: {reason}")
+    assert lines[3] == "skpatch score: skipped 3 unreadable files of 9 (listed above)"
+    # The default, stop: the rows before the first bad file, then one error line.
+    assert main(["score", models["clf"], str(tmp_path / "in"), "--batch-size", "9", "-q"]) == EXIT_ERROR
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 2 and lines[1].startswith(list(copies)[0] + ",")
+    assert captured.err.count("\n") == 1 and bad_paths[0] in captured.err
+    assert "standard output holds the 1 rows scored before it" in captured.err
+
+
+def test_score_replaces_the_csv_whole_at_each_block(models, mvtec, tmp_path, monkeypatch):
+    copies, _ = _folder_with_bad_files(mvtec, tmp_path / "in", {}, n_good=7)
+    out = tmp_path / "r"
+    real_replace, seen = os.replace, []
+
+    def replace(src, dst):
+        if os.path.basename(dst) == "scores.csv":
+            # The new version is complete before it takes the CSV's name.
+            assert os.path.dirname(src) == os.path.dirname(dst)
+            text = open(src, encoding="utf-8").read()
+            assert text.endswith("\n")
+            seen.append([row["path"] for row in csv.DictReader(text.splitlines())])
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(["score", models["clf"], str(tmp_path / "in"), "--out", str(out), "--batch-size", "2", "-q"]) == 0
+    good = list(copies)
+    assert seen == [good[:n] for n in (0, 2, 4, 6, 7)]
+    assert sorted(os.listdir(out)) == ["errors.csv", "scores.csv"]
+    assert _rows(out / "errors.csv") == []
+
+
+def test_score_interrupted_keeps_whole_blocks_and_says_so(models, mvtec, tmp_path, monkeypatch, capsys):
+    import skpatch._cli as cli
+
+    _folder_with_bad_files(mvtec, tmp_path / "in", {}, n_good=7)
+    calls, score_group = [], cli._score_group
+
+    def interrupted_on_third_block(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return score_group(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "_score_group", interrupted_on_third_block)
+    out = tmp_path / "r"
+    code = main(["score", models["clf"], str(tmp_path / "in"), "--out", str(out), "--batch-size", "2", "-q"])
+    assert code == EXIT_INTERRUPTED
+    assert len(_rows(out / "scores.csv")) == 4
+    assert capsys.readouterr().err.splitlines() == [
+        f"skpatch score: {out / 'scores.csv'} is partial: it holds 4 rows; --resume continues the run",
+        "skpatch score: interrupted",
+    ]
+
+
+def _env():
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(skpatch.__file__)), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+def test_score_killed_then_resumed_equals_an_uninterrupted_run(models, tmp_path):
+    import signal
+    import time
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.RandomState(0)
+    for i in range(32):
+        Image.fromarray(rng.randint(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    out = tmp_path / "r"
+    command = ["score", models["clf"], str(folder), "--out", str(out), "--batch-size", "2", "--device", "cpu", "-q"]
+    process = subprocess.Popen([sys.executable, "-m", "skpatch", *command], env=_env(), stderr=subprocess.PIPE)
+    try:
+        deadline, rows = time.monotonic() + 120, []
+        while len(rows) < 2:
+            assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()!r}"
+            assert time.monotonic() < deadline, "no rows after 120 s"
+            time.sleep(0.005)
+            if (out / "scores.csv").exists():
+                rows = _rows(out / "scores.csv")
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+        process.stderr.close()
+    # What a kill at any moment leaves: a valid CSV of whole blocks of 2.
+    rows = _rows(out / "scores.csv")
+    assert 2 <= len(rows) < 32 and len(rows) % 2 == 0
+    assert all(len(row) == 3 and None not in row.values() and float(row["anomaly_score"]) > 0 for row in rows)
+    assert main([*command, "--resume"]) == 0
+    # The uninterrupted run, in one block (scores do not depend on the batch).
+    assert main(["score", models["clf"], str(folder), "--out", str(tmp_path / "full"), "--batch-size", "32", "--device", "cpu", "-q"]) == 0
+    resumed, full = _rows(out / "scores.csv"), _rows(tmp_path / "full" / "scores.csv")
+    assert resumed[: len(rows)] == rows  # kept, not rescored
+    assert [r["path"] for r in resumed] == [r["path"] for r in full] == sorted(str(p) for p in folder.glob("*.png"))
+    assert [r["label"] for r in resumed] == [r["label"] for r in full]
+    np.testing.assert_allclose(
+        [float(r["anomaly_score"]) for r in resumed], [float(r["anomaly_score"]) for r in full], rtol=1e-6
+    )
+    assert sorted(os.listdir(out)) == ["errors.csv", "scores.csv"]
+
+
+def test_score_resume_refuses_other_columns_and_needs_out(models, mvtec, tmp_path, capsys):
+    out = tmp_path / "r"
+    paths = _test_paths(mvtec)[:3]
+    assert main(["score", models["clf"], *paths, "--out", str(out), "-q"]) == 0
+    before = (out / "scores.csv").read_bytes()
+    # A segmenter writes two more columns: its rows cannot continue this CSV.
+    assert main(["score", models["seg"], *paths, "--out", str(out), "--resume", "-q"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has the columns 'path,anomaly_score,label', not 'path,anomaly_score,label,defect_area_px" in err
+    assert (out / "scores.csv").read_bytes() == before
+    # All images scored already: nothing is scored again and the CSV is the same.
+    assert main(["score", models["clf"], *paths, "--out", str(out), "--resume"]) == 0
+    assert "resuming: 3 of the 3 images are in" in capsys.readouterr().err
+    assert (out / "scores.csv").read_bytes() == before
+    assert main(["score", models["clf"], *paths, "--resume"]) == EXIT_USAGE
+    assert "--resume continues DIR/scores.csv: add --out DIR." in capsys.readouterr().err
+
+
 # -- model file errors ----------------------------------------------------------
 
 
@@ -280,6 +496,25 @@ def test_evaluate_without_masks_reports_na(models, mvtec, tmp_path, capsys):
     assert "n/a (no ground_truth masks)" in capsys.readouterr().out
     results = json.loads((tmp_path / "e.json").read_text())
     assert results["pixel_auroc"] is None and results["image_auroc"] > 0.5
+
+
+def test_evaluate_needs_no_train_folder(models, mvtec, reference_scores, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "test-only"
+    shutil.copytree(mvtec, root, ignore=shutil.ignore_patterns("train", "ground_truth"))
+    report = tmp_path / "e.json"
+    assert main(["evaluate", models["clf"], str(root), "--json", str(report), "-q"]) == 0
+    results = json.loads(report.read_text())
+    paths = _test_paths(mvtec)
+    labels = np.array(["spot" in p for p in paths], dtype=int)
+    assert results["n_test_images"] == len(paths)
+    assert results["image_auroc"] == image_auroc(labels, np.array([reference_scores[p] for p in paths]))
+    # What it needs is test/: without it, one line naming it.
+    shutil.rmtree(root / "test")
+    assert main(["evaluate", models["clf"], str(root), "--json", str(report), "-q"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "'test' is missing" in err and "train/good" not in err and err.count("\n") == 1
 
 
 def test_inspect_reports_what_is_inside(models, capsys):

@@ -243,6 +243,26 @@ def test_missing_folders(layout, remove, match):
         load_mvtec(root)
 
 
+@pytest.mark.parametrize("lazy", [True, False])
+def test_load_train_false_needs_only_test(layout, lazy):
+    root, images, _ = layout
+    full = load_mvtec(root, lazy=lazy)
+    shutil.rmtree(root / "train")
+    # The default still refuses a folder without train/good.
+    with pytest.raises(ValueError, match="train/good"):
+        load_mvtec(root, lazy=lazy)
+    data = load_mvtec(root, lazy=lazy, load_train=False)
+    assert data.train_images is None and data.train_labels is None
+    np.testing.assert_array_equal(np.asarray(data.test_images), np.asarray(full.test_images))
+    np.testing.assert_array_equal(data.test_labels, full.test_labels)
+    np.testing.assert_array_equal(data.test_masks, full.test_masks)
+    assert "train: not loaded." in data.DESCR
+    shutil.rmtree(root / "test")
+    with pytest.raises(ValueError, match="'test' is missing") as info:
+        load_mvtec(root, load_train=False)
+    assert "train/good" not in str(info.value)
+
+
 def test_path_does_not_exist(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_mvtec(tmp_path / "nowhere")

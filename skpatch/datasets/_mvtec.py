@@ -22,10 +22,11 @@ _READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.
         "category": [str, None],
         "lazy": ["boolean"],
         "load_masks": ["boolean"],
+        "load_train": ["boolean"],
     },
     prefer_skip_nested_validation=True,
 )
-def load_mvtec(path, category=None, *, lazy=True, load_masks=True):
+def load_mvtec(path, category=None, *, lazy=True, load_masks=True, load_train=True):
     """Load an image anomaly data set stored in the MVTec AD folder layout.
 
     The layout is::
@@ -61,15 +62,23 @@ def load_mvtec(path, category=None, *, lazy=True, load_masks=True):
         Whether to read the ground-truth masks. Masks are always read eagerly
         (they are small).
 
+    load_train : bool, default=True
+        Whether to list (and with ``lazy=False`` read) the training images.
+        With False, ``train/good`` is neither required nor read and
+        ``train_images`` and ``train_labels`` are None: enough to evaluate a
+        model fitted elsewhere on the ``test`` images.
+
     Returns
     -------
     data : :class:`~sklearn.utils.Bunch`
         Dictionary-like object with the following attributes.
 
-        train_images : list of str or ndarray of shape (n_train, H, W, 3)
-            The training images, all good (uint8, or uint16 for 16-bit data).
-        train_labels : ndarray of shape (n_train,), dtype int
-            All zeros: the folder says the training images are good.
+        train_images : list of str or ndarray of shape (n_train, H, W, 3), or None
+            The training images, all good (uint8, or uint16 for 16-bit data);
+            None when ``load_train=False``.
+        train_labels : ndarray of shape (n_train,), dtype int, or None
+            All zeros: the folder says the training images are good; None
+            when ``load_train=False``.
         test_images : list of str or ndarray of shape (n_test, H, W, 3)
             The test images, grouped by defect type.
         test_labels : ndarray of shape (n_test,), dtype int
@@ -91,7 +100,8 @@ def load_mvtec(path, category=None, *, lazy=True, load_masks=True):
     Raises
     ------
     ValueError
-        If the folder does not exist or does not follow the layout, holds no
+        If the folder does not exist or does not follow the layout (without
+        ``train/good`` when ``load_train=True``, without ``test``), holds no
         images, if a defect image has no mask while ``ground_truth`` exists,
         if a mask's size differs from its image's, or, with ``lazy=False``,
         if an image cannot be read or the images differ in size.
@@ -132,8 +142,8 @@ def load_mvtec(path, category=None, *, lazy=True, load_masks=True):
     >>> lazy.category, Path(lazy.train_images[0]).parent.name
     ('toy', 'good')
     """
-    root = _resolve_root(path, category)
-    train_paths = _list_images(root / "train" / "good")
+    root = _resolve_root(path, category, load_train)
+    train_paths = _list_images(root / "train" / "good") if load_train else []
     test_paths, test_defect_types = _list_test_images(root / "test")
 
     if lazy:
@@ -157,8 +167,8 @@ def load_mvtec(path, category=None, *, lazy=True, load_masks=True):
 
     category = root.name if category is None else category
     return Bunch(
-        train_images=train_images,
-        train_labels=np.zeros(len(train_paths), dtype=int),
+        train_images=train_images if load_train else None,
+        train_labels=np.zeros(len(train_paths), dtype=int) if load_train else None,
         test_images=test_images,
         test_labels=(test_defect_types != "good").astype(int),
         test_defect_types=test_defect_types,
@@ -166,24 +176,27 @@ def load_mvtec(path, category=None, *, lazy=True, load_masks=True):
         root=str(root),
         category=category,
         DESCR=_describe(
-            root, category, len(train_paths), test_defect_types, test_masks
+            root, category, len(train_paths) if load_train else None,
+            test_defect_types, test_masks,
         ),
     )
 
 
-def _resolve_root(path, category):
+def _resolve_root(path, category, load_train=True):
     root = Path(path).expanduser().absolute()
     if category is not None:
         root = root / category
     if not root.is_dir():
         msg = f"Data set folder {str(root)!r} does not exist or is not a folder."
         raise ValueError(msg)
-    for required in ("train/good", "test"):
-        if not (root / required).is_dir():
+    required = {"train/good": "<root>/train/good/", "test": "<root>/test/<defect_type>/"}
+    if not load_train:
+        del required["train/good"]
+    for folder in required:
+        if not (root / folder).is_dir():
             msg = (
                 f"{str(root)!r} does not follow the MVTec AD layout: the folder "
-                f"{required!r} is missing (expected <root>/train/good/ and "
-                "<root>/test/<defect_type>/)."
+                f"{folder!r} is missing (expected {' and '.join(required.values())})."
             )
             raise ValueError(msg)
     return root
@@ -325,7 +338,7 @@ def _describe(root, category, n_train, test_defect_types, test_masks):
     return "\n".join(
         [
             f"MVTec AD-layout image anomaly data set {category!r} at {str(root)!r}.",
-            f"train: {n_train} good images.",
+            "train: not loaded." if n_train is None else f"train: {n_train} good images.",
             f"test: {len(test_defect_types)} images ({per_type}).",
             f"ground-truth masks: {masks}.",
             "Labels: 1 = defective, 0 = good.",
