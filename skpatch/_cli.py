@@ -397,6 +397,12 @@ def _add_fit_arguments(parser):
     parser.add_argument("train", nargs="+", metavar="TRAIN", help="training images: folders (searched recursively), globs, image files or .txt/@ file lists; may contain unlabelled defects")
     parser.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write (e.g. model.skpatch)")
     parser.add_argument("--segment", action="store_true", help="fit a SoftPatchSegmenter (pixel maps and masks) instead of a SoftPatchClassifier")
+    _add_model_arguments(parser)
+    parser.add_argument("--bank-dtype", choices=["float32", "float16"], default="float32", help="storage type of the memory bank in the file (default: %(default)s)")
+
+
+def _add_model_arguments(parser):
+    """The model's options, shared by fit and audit (read by _fit_params)."""
     parser.add_argument("--backbone", help="timm CNN name (default: the embedded tf_efficientnet_lite0)")
     parser.add_argument("--weights", help="weights file for --backbone, or 'imagenet' (default); the file is stored in the model")
     parser.add_argument("--threshold", type=float, help="fraction of training patch scores cut as noise (default: 0.15); the default discriminators also remove the cut patches' 8-neighbours (--set denoise__dilation=0 turns that off)")
@@ -407,7 +413,6 @@ def _add_fit_arguments(parser):
     parser.add_argument("--seed", type=int, default=0, help="random_state (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="'auto' (default), 'cpu', 'cuda', 'cuda:N' or 'mps'")
     parser.add_argument("--n-jobs", type=int, help="torch threads (default: torch's setting)")
-    parser.add_argument("--bank-dtype", choices=["float32", "float16"], default="float32", help="storage type of the memory bank in the file (default: %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE", help="any estimator parameter, e.g. --set memory__search=brute (VALUE parsed as JSON, else a string); repeatable")
 
 
@@ -936,6 +941,122 @@ def _require_onnx():
         raise CommandError(msg, EXIT_MISSING_DEPENDENCY) from None
 
 
+# -- audit ----------------------------------------------------------------------
+
+
+def _add_audit_arguments(parser):
+    parser.add_argument("train", nargs="+", metavar="TRAIN", help="training images to audit: folders (searched recursively), globs, image files or .txt/@ file lists")
+    parser.add_argument("--out", required=True, metavar="DIR", help="write DIR/audit.csv (every image, most suspicious first) and DIR/audit.html (summary, score histogram, the most suspicious images beside their anomaly maps)")
+    parser.add_argument("--list", action="store_true", help="print the flagged paths to stdout, one per line, most suspicious first (the summary then goes to stderr)")
+    parser.add_argument("--move-to", metavar="DIR", help="move the flagged files into DIR, under their paths relative to TRAIN, so that a refit leaves them out; DIR must not be inside a TRAIN folder, and nothing is moved if a file would be overwritten")
+    parser.add_argument("--n-show", type=int, default=12, metavar="N", help="most suspicious images shown in audit.html (default: %(default)s)")
+    parser.add_argument("-o", "--output", metavar="MODEL", help="also save the fitted model (e.g. model.skpatch)")
+    _add_model_arguments(parser)
+
+
+def _run_audit(args):
+    from ._audit import audit_training_set
+    from ._classifier import SoftPatchClassifier
+
+    if args.n_show < 0:
+        raise CommandError("--n-show must be >= 0.", EXIT_USAGE)
+    try:  # before the fit, which takes minutes (and -o may point into it)
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"cannot create the folder --out {args.out!r}: {exc.strerror or exc}.") from None
+    if args.output is not None:
+        _check_output_folder(args.output)
+    if args.move_to is not None:
+        _check_move_target(args.move_to, args.train)
+    items = collect_images(args.train)
+    estimator = SoftPatchClassifier(random_state=args.seed, device=args.device, n_jobs=args.n_jobs)
+    estimator.set_params(**_fit_params(args))
+    _set_verbose(estimator, 1 if _progress_enabled(args) else 0)
+    _log(args, f"auditing {len(items)} training images ...")
+    start = time.perf_counter()
+    audit = audit_training_set([item.path for item in items], estimator, output=args.out, n_show=args.n_show)
+    _log(args, f"audited in {time.perf_counter() - start:.1f} s")
+    if args.output is not None:
+        _set_verbose(audit.estimator, 0)  # the file should not turn on progress bars
+        audit.estimator.save(args.output)
+        _log(args, f"wrote {args.output} ({_size(args.output)})")
+    flagged = [items[i] for i in audit.ranking if audit.flagged[i]]
+    # Refused before anything is printed or moved: all the moves or none.
+    moves = _plan_moves(flagged, args.move_to) if args.move_to is not None else []
+    summary = _audit_summary(audit, args)
+    if args.list:
+        for item in flagged:
+            print(item.path)
+        _log(args, summary)
+    else:
+        print(summary)
+    if args.move_to is not None:
+        _move(args, moves)
+
+
+def _check_output_folder(path):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CommandError(f"cannot write {path!r}: the folder {folder!r} does not exist.")
+
+
+def _check_move_target(target, specs):
+    """Refuse a --move-to folder that is a file or lies inside a folder being audited.
+
+    Moved images inside a TRAIN folder would be found there again by the
+    next ``skpatch fit`` or ``skpatch audit`` of that folder.
+    """
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise CommandError(f"--move-to {target!r} is a file, not a folder.", EXIT_USAGE)
+    real = os.path.realpath(target)
+    for spec in specs:
+        root = spec if os.path.isdir(spec) else _glob_root(spec) if glob.has_magic(spec) else None
+        if root is not None and os.path.commonpath([real, os.path.realpath(root)]) == os.path.realpath(root):
+            msg = (
+                f"--move-to {target!r} is inside the training folder {root!r}, where the moved "
+                "images would be found again; choose a folder outside it."
+            )
+            raise CommandError(msg, EXIT_USAGE)
+
+
+def _plan_moves(flagged, target):
+    """(source, destination) of each flagged file; refuse if any destination exists."""
+    moves = [(item.path, os.path.join(target, item.name)) for item in flagged]
+    taken = [destination for _, destination in moves if os.path.lexists(destination)]
+    if taken:
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        msg = f"--move-to: {taken[0]!r}{more} already exists; nothing was moved (no file is overwritten)."
+        raise CommandError(msg)
+    return moves
+
+
+def _move(args, moves):
+    import shutil
+
+    for source, destination in moves:
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        if os.path.lexists(destination):  # appeared since the check
+            raise CommandError(f"--move-to: {destination!r} already exists; {source!r} and the files after it were not moved.")
+        shutil.move(source, destination)  # a symbolic link moves as a link
+        _log(args, f"moved {source} -> {destination}")
+    _log(args, f"moved {len(moves)} flagged files to {args.move_to}")
+
+
+def _audit_summary(audit, args):
+    if audit.estimate_source == "flagged":
+        source = "the number flagged; the model has no contamination_estimate_"
+    else:
+        source = "contamination_estimate_ x the number of images"
+    lines = [
+        ("training images", str(len(audit.ranking))),
+        ("flagged", f"{audit.n_flagged} (anomaly score above {audit.threshold:.4g})"),
+        ("estimated defective", f"{audit.n_defective_estimate:.1f} ({source})"),
+        ("report", audit.files["html"]),
+        ("ranking", audit.files["csv"]),
+    ]
+    return "\n".join(f"{key:<21}{value}" for key, value in lines)
+
+
 # -- demo -----------------------------------------------------------------------
 
 
@@ -954,6 +1075,7 @@ def _run_demo(args):
 
 _COMMANDS = [
     _Command("fit", "fit a model on a folder of (possibly contaminated) images and save it", _add_fit_arguments, _run_fit),
+    _Command("audit", "rank the training images by anomaly: which look defective? CSV, HTML report, --list, --move-to", _add_audit_arguments, _run_audit),
     _Command("score", "score any number of images with a saved model: CSV, maps, overlays, masks", _add_score_arguments, _run_score),
     _Command("evaluate", "image AUROC, pixel AUROC, AUPRO and F1-max on an MVTec AD-layout folder", _add_evaluate_arguments, _run_evaluate),
     _Command("inspect", "show what a model file holds", _add_inspect_arguments, _run_inspect),
