@@ -35,13 +35,15 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 from scale import _peak_rss_mib, write_images  # noqa: E402 - after the path set-up
 
-# (module, attribute, phase) of the functions that do each phase.
+# (module, attribute, phase) of the functions that do each phase: the public
+# steps' methods in one process; skpatch.dask's task functions, which have no
+# public names, on the workers.
 SINGLE_PHASES = (
-    ("skpatch._featurizer", "PatchFeaturizer.transform", "featurize"),
-    ("skpatch._featurizer", "PatchFeaturizer.fit_transform", "featurize"),
-    ("skpatch._discriminator", "NoiseDiscriminator.fit_transform", "denoise"),
-    ("skpatch._coreset", "WeightedCoreset.fit", "coreset"),
-    ("skpatch._coreset", "WeightedCoreset.score_held_out", "train_scores"),
+    ("skpatch", "PatchFeaturizer.transform", "featurize"),
+    ("skpatch", "PatchFeaturizer.fit_transform", "featurize"),
+    ("skpatch", "NoiseDiscriminator.fit_transform", "denoise"),
+    ("skpatch", "WeightedCoreset.fit", "coreset"),
+    ("skpatch", "WeightedCoreset.score_held_out", "train_scores"),
 )
 WORKER_PHASES = (
     ("skpatch.dask", "_featurize_partition", "featurize"),

@@ -8,12 +8,13 @@ import pytest
 
 from skpatch import SoftPatchClassifier, SoftPatchSegmenter
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "noise_robustness.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+PROBES = BENCHMARKS / "probes"  # measured, not adopted (benchmarks/probes/README.md)
 
 
-def _load(name):
-    """A benchmark script of ``benchmarks/`` as a module."""
-    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
+def _load(name, folder=BENCHMARKS):
+    """A script of ``benchmarks/`` (or of ``folder``) as a module."""
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -173,7 +174,7 @@ def test_scale_memory_names_the_phase_that_set_the_peak():
 
 
 def test_removal_dilation_grows_each_removed_patch_onto_its_eight_neighbours():
-    probe = _load("removal_dilation")
+    probe = _load("removal_dilation", PROBES)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(8, 7 * 7, 4))
     X[3, 24] += 50.0  # one far outlier at the centre of image 3's 7 x 7 grid
@@ -208,7 +209,7 @@ def _vouching_by_brute_force(Z, kept, grid, window, m):
 @pytest.mark.parametrize("window", [0, 1, -1])
 def test_removal_vouch_distances_match_brute_force(window):
     torch = pytest.importorskip("torch")
-    probe = _load("removal_vouch")
+    probe = _load("removal_vouch", PROBES)
     rng = np.random.default_rng(0)
     n, grid, m = 5, (4, 6), 2
     Z = rng.normal(size=(n, 24, 3)).astype(np.float32)

@@ -3,7 +3,8 @@ loop over, and the public classifier fitted and scored on one split.
 
 ``removal_cut.py``, ``removal_dilation.py``, ``removal_relative.py`` and
 ``removal_vouch.py`` each print one line per data set, seed and noise level:
-``name seed noise`` and their cells.
+``name seed noise`` and their cells. The data sets and their parameters come from
+``benchmarks/noise_robustness.py``, which each probe puts on ``sys.path``.
 """
 
 import argparse

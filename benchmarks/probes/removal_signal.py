@@ -19,9 +19,9 @@ truth of the injected images' defect masks:
 If the share beyond the cut followed the contamination, an adaptive
 ``threshold="auto"`` could follow it too. Usage, from the repository root::
 
-    python benchmarks/removal_signal.py                      # both sets, seed 0
-    python benchmarks/removal_signal.py --n-neighbors auto --seeds 0 1 2
-    python benchmarks/removal_signal.py --n-neighbors auto --max-shift 2   # the segmenter's discriminator
+    python benchmarks/probes/removal_signal.py               # both sets, seed 0
+    python benchmarks/probes/removal_signal.py --n-neighbors auto --seeds 0 1 2
+    python benchmarks/probes/removal_signal.py --n-neighbors auto --max-shift 2   # the segmenter's discriminator
 
 ``clean>p10 %`` is the share of the patches that touch no defect whose score
 exceeds the 10th percentile of the defect patches' scores: how many normal
@@ -35,9 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# Ahead of the installed packages, wherever the script is run or loaded from:
+# this checkout (its skpatch), benchmarks/ (noise_robustness) and this folder
+# (_removal_probe).
+PROBES = Path(__file__).resolve().parent
+REPO_ROOT = PROBES.parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+sys.path.insert(0, str(PROBES))
 
 _MAD_TO_STD = 1.4826
 

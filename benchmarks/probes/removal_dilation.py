@@ -16,8 +16,8 @@ its own rim in the memory bank. This probe removes the discriminator's
 ``raw`` is the unchanged discriminator; ``(rX)`` the share of patches
 removed, in %. Usage, from the repository root::
 
-    python benchmarks/removal_dilation.py                       # both hard sets, seeds 0 1 2
-    python benchmarks/removal_dilation.py --datasets hard_surface --seeds 0 --thresholds 0.15
+    python benchmarks/probes/removal_dilation.py                # both hard sets, seeds 0 1 2
+    python benchmarks/probes/removal_dilation.py --datasets hard_surface --seeds 0 --thresholds 0.15
 """
 
 import functools
@@ -27,9 +27,14 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# Ahead of the installed packages, wherever the script is run or loaded from:
+# this checkout (its skpatch), benchmarks/ (noise_robustness) and this folder
+# (_removal_probe).
+PROBES = Path(__file__).resolve().parent
+REPO_ROOT = PROBES.parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+sys.path.insert(0, str(PROBES))
 
 from skpatch import NoiseDiscriminator  # noqa: E402
 

@@ -9,8 +9,8 @@ weights the same way (``relw``), and prints test image AUROC beside PatchCore
 (``pc``) and the unchanged discriminator at the same threshold. Usage, from the
 repository root::
 
-    python benchmarks/removal_relative.py                          # both hard sets, seeds 0 1 2
-    python benchmarks/removal_relative.py --datasets hard_logical --seeds 0 --thresholds 0.15
+    python benchmarks/probes/removal_relative.py                   # both hard sets, seeds 0 1 2
+    python benchmarks/probes/removal_relative.py --datasets hard_logical --seeds 0 --thresholds 0.15
 """
 
 import sys
@@ -18,9 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# Ahead of the installed packages, wherever the script is run or loaded from:
+# this checkout (its skpatch), benchmarks/ (noise_robustness) and this folder
+# (_removal_probe).
+PROBES = Path(__file__).resolve().parent
+REPO_ROOT = PROBES.parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+sys.path.insert(0, str(PROBES))
 
 from skpatch import NoiseDiscriminator  # noqa: E402
 from skpatch._discriminator import _keep_mask  # noqa: E402

@@ -26,8 +26,8 @@ Each cell prints ``name=AUROC(rX,backY)``: image AUROC on the overlap test set,
 X the share of patches finally removed and Y the share of the removed ones put
 back, in %. Usage, from the repository root::
 
-    python benchmarks/removal_vouch.py                                   # window 2, m 3, q 0.9
-    python benchmarks/removal_vouch.py --variants w2:m3:q0.9:soft wall:m3:q0.9:soft --seeds 0
+    python benchmarks/probes/removal_vouch.py                            # window 2, m 3, q 0.9
+    python benchmarks/probes/removal_vouch.py --variants w2:m3:q0.9:soft wall:m3:q0.9:soft --seeds 0
 """
 
 import sys
@@ -36,9 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# Ahead of the installed packages, wherever the script is run or loaded from:
+# this checkout (its skpatch), benchmarks/ (noise_robustness) and this folder
+# (_removal_probe).
+PROBES = Path(__file__).resolve().parent
+REPO_ROOT = PROBES.parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+sys.path.insert(0, str(PROBES))
 
 from skpatch import NoiseDiscriminator  # noqa: E402
 

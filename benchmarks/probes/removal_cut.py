@@ -9,16 +9,21 @@ image AUROC, with PatchCore (``pc``) and the default (``def``) beside it;
 ``(rX)`` is the share of patches removed, in %. Usage, from the repository
 root::
 
-    python benchmarks/removal_cut.py                         # both hard sets, seeds 0 1 2
-    python benchmarks/removal_cut.py --datasets hard_logical --seeds 0 --cuts 1.2
+    python benchmarks/probes/removal_cut.py                  # both hard sets, seeds 0 1 2
+    python benchmarks/probes/removal_cut.py --datasets hard_logical --seeds 0 --cuts 1.2
 """
 
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# Ahead of the installed packages, wherever the script is run or loaded from:
+# this checkout (its skpatch), benchmarks/ (noise_robustness) and this folder
+# (_removal_probe).
+PROBES = Path(__file__).resolve().parent
+REPO_ROOT = PROBES.parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+sys.path.insert(0, str(PROBES))
 
 # The default discriminator and the segmenter's aligned one.
 DISCRIMINATORS = {
