@@ -68,7 +68,15 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Measure this checkout's skpatch, not whichever one is installed.
 sys.path.insert(0, str(REPO_ROOT))
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mvtec_ad_bottle"
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+# Real data sets (MVTec layout, not shipped; skipped when absent), run first:
+# real images decide the defaults, the synthetic sets explain mechanisms.
+REAL = {
+    # MVTec 3D-AD tire, RGB only, with masks: small defects on rubber texture.
+    "tire": "mvtec_3d_tire",
+    # MVTec AD bottle, no masks: image level only.
+    "bottle": "mvtec_ad_bottle",
+}
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 # Synthetic data sets: keyword arguments of make_defect_dataset (besides
@@ -99,7 +107,8 @@ SYNTHETIC = {
     # The first release's easy objects (large, high-contrast defects).
     "easy_object": {"kind": "object"},
 }
-DATASETS = (*SYNTHETIC, "bottle")
+DATASETS = (*REAL, *SYNTHETIC)
+DEFAULT_DATA = DEFAULT_DATA_ROOT / REAL["bottle"]  # fit_predict.py's default folder
 # Parameters set on every configuration of a data set (before --set). The
 # memory bank's brute-force search returns the same nearest neighbours as the
 # default exact search (identical scores, checked on hard_surface), whose
@@ -157,8 +166,16 @@ def log(message):
 # -- configurations -------------------------------------------------------------------------
 
 
+# Step objects a configuration may name as a value, e.g. memory=BaggedCoreset().
+STEP_VALUES = ("BaggedCoreset()", "WeightedCoreset()", "NoiseDiscriminator()")
+
+
 def parse_value(text):
-    """A command-line value as int, float, None, bool or str (in that order of trial)."""
+    """A command-line value as a step of STEP_VALUES, int, float, None, bool or str."""
+    if text.strip() in STEP_VALUES:
+        import skpatch
+
+        return getattr(skpatch, text.strip()[:-2])()
     lowered = text.strip().lower()
     if lowered == "none":
         return None
@@ -217,7 +234,8 @@ def resolved_key(estimator):
 
     ``set_params(denoise__threshold=...)`` replaces a None step by the default
     step object, so the step entries themselves are compared only when they
-    are strings (``"passthrough"``); their parameters are compared either way.
+    are strings (``"passthrough"``); their parameters are compared either way
+    (a BaggedCoreset and a WeightedCoreset differ in their parameter names).
     """
     items = []
     for key, value in estimator.get_params(deep=True).items():
@@ -239,17 +257,18 @@ def synthetic_dataset(name, seed, args):
     )
 
 
-def bottle_dataset(seed, args):
-    """MVTec AD bottle (file paths), or None when the folder is absent.
+def real_dataset(name, seed, args):
+    """A real MVTec-layout data set (file paths), or None when its folder is absent.
 
     ``--quick`` keeps a seeded subset: the test set stays a mix of good and
     defective images.
     """
     from skpatch.datasets import load_mvtec
 
-    if not Path(args.data).is_dir():
+    folder = real_folder(name, args)
+    if not folder.is_dir():
         return None
-    data = load_mvtec(args.data)
+    data = load_mvtec(folder)
     if args.quick:
         rng = np.random.RandomState(seed)
         labels = np.asarray(data.test_labels)
@@ -265,6 +284,10 @@ def bottle_dataset(seed, args):
                 data[key] = [data[key][i] for i in keep_test]
         data.test_labels = np.asarray(data.test_labels)
     return data
+
+
+def real_folder(name, args):
+    return Path(args.data_root) / REAL[name]
 
 
 def test_masks(split):
@@ -426,10 +449,10 @@ def run_dataset(name, args, configs, cache):
     args.dataset_params = DATASET_PARAMS.get(name, {})
     rows, notes = [], []
     for seed in args.seeds:
-        data = bottle_dataset(seed, args) if name == "bottle" else synthetic_dataset(name, seed, args)
+        data = real_dataset(name, seed, args) if name in REAL else synthetic_dataset(name, seed, args)
         if data is None:
-            notes.append(f"skipped: no data folder at {args.data}")
-            log(f"[{name}] skipped: no data folder at {args.data}")
+            notes.append(f"skipped: no data folder at {real_folder(name, args)}")
+            log(f"[{name}] skipped: no data folder at {real_folder(name, args)}")
             return rows, notes
         all_masks = test_masks(data)
         log(
@@ -558,9 +581,10 @@ def dataset_report(name, rows, notes, configs, args, seconds):
 
 
 def describe_dataset(name, args):
-    if name == "bottle":
+    if name in REAL:
         size = "a seeded subset of 60 train / 40 test images" if args.quick else "all images"
-        return f"MVTec AD bottle ({args.data}), {size}, no masks."
+        masks = "with masks" if name == "tire" else "no masks"
+        return f"{REAL[name]} ({real_folder(name, args)}), {size}, {masks}."
     params = ", ".join(f"{k}={v!r}" for k, v in SYNTHETIC[name].items())
     fixed = ", ".join(f"{k}={v!r}" for k, v in DATASET_PARAMS.get(name, {}).items())
     return (
@@ -632,8 +656,9 @@ def build_parser():
     )
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS),
                         help="data sets to run")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help="MVTec-layout folder of the 'bottle' data set (skipped when absent)")
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
+                        help="folder holding the real data sets (" + ", ".join(REAL.values())
+                        + "); each is skipped when absent")
     parser.add_argument("--noise", type=float, nargs="+", default=list(NOISE), help="noise ratios")
     parser.add_argument("--overlap", choices=("yes", "no"), default="yes",
                         help="keep the injected images in the test set (SoftPatch's overlap setting)")
@@ -652,7 +677,7 @@ def build_parser():
                         help="synthetic: test images, half defective (noise 0.4 needs 0.4 * n_train of them)")
     parser.add_argument("--image-size", type=int, default=128, help="synthetic: image side in pixels")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: seed 0 only, 30 + 30 synthetic images, 60 + 40 bottle images")
+                        help="smoke run: seed 0 only, 30 + 30 synthetic images, 60 + 40 images of each real set")
     parser.add_argument("--n-jobs", type=int, default=None, help="estimators' n_jobs (torch threads)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="joblib cache folder to keep between runs (default: a temporary one, "

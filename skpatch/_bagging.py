@@ -37,11 +37,12 @@ class BaggedCoreset(BaseEstimator):
     n_estimators : int, default=10
         Number of member coresets.
 
-    max_samples : float in (0, 1], default=0.1
+    max_samples : float in (0, 1], default=0.2
         Fraction of the training images each member holds (the members
         together hold every image ``round(max_samples * n_estimators)``
-        times). With ``aggregate="median"``, a pattern in more than half of
-        the members counts as normal: keep ``max_samples`` well below 0.5.
+        times). Larger members cover rarer normal patterns; with
+        ``aggregate="median"``, a pattern in more than half of the members
+        counts as normal, so keep ``max_samples`` well below 0.5.
 
     aggregate : {"median", "mean"}, default="median"
         How the members' weighted distances of a patch are combined.
@@ -119,7 +120,7 @@ class BaggedCoreset(BaseEstimator):
         self,
         n_estimators=10,
         *,
-        max_samples=0.1,
+        max_samples=0.2,
         aggregate="median",
         sampling_ratio=0.1,
         projection_dim=128,

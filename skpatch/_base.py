@@ -57,6 +57,8 @@ class BaseSoftPatch(BaseEstimator):
 
     # The default NoiseDiscriminator's parameters (the segmenter's differ).
     _default_denoise = {"threshold": 0.15, "dilation": 1}
+    # The default memory step (the segmenter's differs).
+    _default_memory = WeightedCoreset
 
     def __init__(
         self,
@@ -88,7 +90,7 @@ class BaseSoftPatch(BaseEstimator):
             return PatchFeaturizer()
         if name == "denoise":
             return NoiseDiscriminator(**self._default_denoise)
-        return WeightedCoreset()
+        return self._default_memory()
 
     def _step(self, name):
         step = getattr(self, name)
@@ -259,28 +261,21 @@ class BaseSoftPatch(BaseEstimator):
 
     def _offset(self, train_scores):
         """``offset_`` from in-sample anomaly scores (higher = more anomalous)."""
-        train_scores = np.asarray(train_scores, dtype=np.float64).reshape(-1)
-        finite = np.isfinite(train_scores)
-        if not finite.all():
-            # A leave-one-image-out score is infinite when every memory patch
-            # comes from the scored image itself (a bank of a few patches).
-            msg = (
-                f"{int((~finite).sum())} of {finite.size} in-sample anomaly scores are "
-                "infinite: their training images have no memory patch from another "
-                "training image (the memory bank holds too few patches; fit more images "
-                "or raise memory__sampling_ratio)."
-            )
-            if not finite.any():
-                raise ValueError(msg + " offset_ cannot be computed.")
-            warnings.warn(msg + " offset_ is computed from the finite scores only.", UserWarning)
-            train_scores = train_scores[finite]
-        if self.contamination == "auto":
-            median = np.median(train_scores)
-            spread = _MAD_TO_STD * np.median(np.abs(train_scores - median))
-            threshold = median + _AUTO_N_STD * spread
-        else:
-            threshold = np.percentile(train_scores, 100.0 * (1.0 - self.contamination))
-        return -float(threshold)
+        return -float(self._anomaly_threshold(train_scores, self.contamination))
+
+    def _anomaly_threshold(self, train_scores, contamination):
+        """The anomaly score above which a fraction ``contamination`` of
+        ``train_scores`` lies, or for ``"auto"`` the robust 3-sigma rule."""
+        train_scores = _finite_scores(train_scores)
+        if contamination == "auto":
+            return _robust_threshold(train_scores)
+        return np.percentile(train_scores, 100.0 * (1.0 - contamination))
+
+    def _contamination_estimate(self, image_anomaly):
+        """Share of the training images whose held-out anomaly score lies more
+        than three robust standard deviations above the median."""
+        image_anomaly = _finite_scores(image_anomaly)
+        return float(np.mean(image_anomaly > _robust_threshold(image_anomaly)))
 
     def export_onnx(self, path, *, input_dtype="uint8"):
         """Write the fitted model as one ONNX graph: images in, scores out.
@@ -343,6 +338,33 @@ class BaseSoftPatch(BaseEstimator):
         tags.input_tags.three_d_array = True
         tags.non_deterministic = False
         return tags
+
+
+def _robust_threshold(scores):
+    """Median + 3 x 1.4826 x MAD: 1.4826 x MAD estimates the standard deviation
+    of normally distributed scores, insensitive to a minority of outliers."""
+    median = np.median(scores)
+    return median + _AUTO_N_STD * _MAD_TO_STD * np.median(np.abs(scores - median))
+
+
+def _finite_scores(scores):
+    """The finite scores, with a warning naming the cause of the others."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    finite = np.isfinite(scores)
+    if not finite.all():
+        # A leave-one-image-out score is infinite when every memory patch
+        # comes from the scored image itself (a bank of a few patches).
+        msg = (
+            f"{int((~finite).sum())} of {finite.size} in-sample anomaly scores are "
+            "infinite: their training images have no memory patch from another "
+            "training image (the memory bank holds too few patches; fit more images "
+            "or raise memory__sampling_ratio)."
+        )
+        if not finite.any():
+            raise ValueError(msg + " offset_ cannot be computed.")
+        warnings.warn(msg + " offset_ is computed from the finite scores only.", UserWarning)
+        scores = scores[finite]
+    return scores
 
 
 def _warn_far_size(size, train_size):

@@ -40,8 +40,10 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
         removed with them, see the user guide). ``"passthrough"``
         keeps every patch with weight 1, which is plain PatchCore.
 
-    memory : WeightedCoreset or None, default=None
+    memory : WeightedCoreset, BaggedCoreset or None, default=None
         The memory step; None means ``WeightedCoreset()`` (10% coreset).
+        ``BaggedCoreset()`` builds an ensemble of coresets of subsets of
+        the training images instead (see :class:`SoftPatchSegmenter`).
 
     image_score_k : int, default=1
         The image anomaly score is the mean of the ``image_score_k`` largest
@@ -95,12 +97,20 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
         ``decision_function = score_samples - offset_``, set from
         :attr:`train_scores_` by ``contamination``.
 
+    contamination_estimate_ : float
+        Estimated fraction of defective training images: the share of
+        :attr:`train_scores_` whose anomaly lies more than three robust
+        standard deviations (1.4826 x MAD) above the median. With
+        ``contamination="auto"``, :meth:`fit_predict` flags exactly these.
+
     train_scores_ : ndarray of shape (n_train_images,)
         :meth:`score_samples` of each training image, leave-one-image-out:
         scored against the memory bank without that image's own patches, so
         a defective training image cannot match itself (as in
         :class:`~sklearn.neighbors.LocalOutlierFactor`'s
-        ``negative_outlier_factor_``, higher means more normal).
+        ``negative_outlier_factor_``, higher means more normal). With a
+        :class:`BaggedCoreset` memory these are out-of-bag scores: each
+        image is scored by the members that were not built from it.
         :meth:`fit_predict` labels the training images from these scores.
 
     n_train_images_ : int
@@ -189,9 +199,17 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
         self : SoftPatchClassifier
         """
         features = self._fit_pipeline(X)
-        self.train_scores_ = -self._image_anomaly(self._train_patch_anomaly(features))
-        self.offset_ = self._offset(-self.train_scores_)
+        self._finish_fit(self._train_patch_anomaly(features))
         return self
+
+    def _finish_fit(self, held_out_maps):
+        """``train_scores_``, ``contamination_estimate_`` and ``offset_`` from the
+        held-out patch anomaly maps of all training images; :meth:`fit` and
+        :func:`skpatch.dask.fit` both end here."""
+        anomaly = self._image_anomaly(held_out_maps)
+        self.train_scores_ = -anomaly
+        self.contamination_estimate_ = self._contamination_estimate(anomaly)
+        self.offset_ = self._offset(anomaly)
 
     def fit_predict(self, X, y=None):
         """Fit, then say which of the training images are anomalous.

@@ -408,6 +408,8 @@ def _add_model_arguments(parser):
     parser.add_argument("--threshold", type=float, help="fraction of training patch scores cut as noise (default: 0.15); the default discriminators also remove the cut patches' 8-neighbours (--set denoise__dilation=0 turns that off)")
     parser.add_argument("--method", choices=["lof", "nearest", "gaussian", "softpatch+"], help="noise discriminator score (default: lof)")
     parser.add_argument("--sampling-ratio", type=float, help="memory bank size as a fraction of all patches (default: 0.1)")
+    parser.add_argument("--n-estimators", type=int, help="memory banks in a bagged memory (BaggedCoreset), each of a random share of the training images; 1 = one bank (default: 10 with --segment, else 1)")
+    parser.add_argument("--max-samples", type=float, help="share of the training images in each bank of a bagged memory (default: 0.2)")
     parser.add_argument("--image-size", type=int, help="CNN input size in pixels (default: 224)")
     parser.add_argument("--contamination", help="'auto' (default) or the expected fraction of anomalous training images")
     parser.add_argument("--seed", type=int, default=0, help="random_state (default: %(default)s)")
@@ -445,6 +447,7 @@ def _fit_params(args):
         "denoise__method": args.method, "memory__sampling_ratio": args.sampling_ratio,
     }
     params.update({k: v for k, v in options.items() if v is not None})
+    params.update(_memory_params(args))
     if args.contamination is not None:
         params["contamination"] = _parse_value(args.contamination)
     for assignment in args.set:
@@ -452,6 +455,25 @@ def _fit_params(args):
         if not sep or not key:
             raise CommandError(f"--set expects PARAM=VALUE; got {assignment!r}.", EXIT_USAGE)
         params[key.strip()] = _parse_value(value)
+    return params
+
+
+def _memory_params(args):
+    """--n-estimators / --max-samples: a BaggedCoreset memory, or one WeightedCoreset for 1."""
+    from ._bagging import BaggedCoreset
+    from ._coreset import WeightedCoreset
+
+    if args.n_estimators is None and args.max_samples is None:
+        return {}
+    if args.n_estimators == 1:
+        if args.max_samples is not None:
+            raise CommandError("--max-samples needs a bagged memory: --n-estimators > 1.", EXIT_USAGE)
+        return {"memory": WeightedCoreset()}
+    params = {"memory": BaggedCoreset()}
+    if args.n_estimators is not None:
+        params["memory__n_estimators"] = args.n_estimators
+    if args.max_samples is not None:
+        params["memory__max_samples"] = args.max_samples
     return params
 
 
@@ -885,7 +907,7 @@ def describe_model(estimator, metadata, path):
         "removed_patches": (
             f"{int((~denoise.kept_).sum())} of {denoise.kept_.size}" if hasattr(denoise, "kept_") else "none"
         ),
-        "memory_bank": f"{coreset.memory_bank_.shape[0]} patches x {coreset.memory_bank_.shape[1]} features (stored as {metadata.get('bank_dtype')})",
+        "memory_bank": _describe_memory(coreset, metadata),
         "offset": float(estimator.offset_),
         "contamination": estimator.contamination,
         "device": estimator.device,
@@ -896,6 +918,13 @@ def describe_model(estimator, metadata, path):
         "memory": _plain_params(coreset),
     }
     return info
+
+
+def _describe_memory(memory, metadata):
+    members = list(getattr(memory, "estimators_", [memory]))
+    n_rows = sum(len(m.memory_bank_) for m in members)
+    bagged = f" in {len(members)} bagged banks" if hasattr(memory, "estimators_") else ""
+    return f"{n_rows} patches x {memory.n_features_in_} features{bagged} (stored as {metadata.get('bank_dtype')})"
 
 
 def _plain_params(step):

@@ -132,11 +132,20 @@ class _ScoreGraph(torch.nn.Module):
         self.uint8 = input_dtype == "uint8"
         self.grid = tuple(int(s) for s in featurizer.feature_shape_)
         self.half = featurizer.feature_dtype == "float16"
-        bank = torch.from_numpy(np.ascontiguousarray(coreset.memory_bank_, dtype=np.float32))
+        # One bank, or a BaggedCoreset's members one after the other: each
+        # member's nearest patch is searched within its own rows.
+        members = _memory_members(coreset)
+        self.aggregate_members = getattr(coreset, "aggregate", None)
+        bank = torch.from_numpy(np.concatenate([np.asarray(m.memory_bank_, dtype=np.float32) for m in members]))
         self.register_buffer("bank", bank)
         self.register_buffer("bank_norms", bank.square().sum(1))
-        self.register_buffer("weights", torch.from_numpy(np.asarray(coreset.memory_weights_, dtype=np.float32)))
-        self.chunks = [(lo, min(lo + bank_chunk, len(bank))) for lo in range(0, len(bank), bank_chunk)]
+        weights = np.concatenate([np.asarray(m.memory_weights_, dtype=np.float32) for m in members])
+        self.register_buffer("weights", torch.from_numpy(weights))
+        bounds = np.cumsum([0] + [len(m.memory_bank_) for m in members])
+        self.member_chunks = [
+            [(lo, min(lo + bank_chunk, end)) for lo in range(start, end, bank_chunk)]
+            for start, end in zip(bounds[:-1], bounds[1:])
+        ]
         self.segmenter = hasattr(estimator, "_to_pixels")
         if self.segmenter:
             rows, cols = _pixel_matrices(estimator, self.grid, self.input_size)
@@ -153,18 +162,33 @@ class _ScoreGraph(torch.nn.Module):
             features = features.half().float()
         n, d = features.shape[0], features.shape[2]
         queries = features.reshape(-1, d)
-        distance, nearest = self._nearest(queries)
-        # Patch anomaly: distance to the nearest memory patch x its weight.
-        patch_anomaly = (distance * self.weights[nearest]).reshape(n, *self.grid)
+        # Patch anomaly: distance to the nearest memory patch x its weight,
+        # combined over the members of a bagged memory as BaggedCoreset does.
+        anomaly = []
+        for chunks in self.member_chunks:
+            distance, nearest = self._nearest(queries, chunks)
+            anomaly.append(distance * self.weights[nearest])
+        patch_anomaly = self._combine(anomaly).reshape(n, *self.grid)
         if not self.segmenter:
             return -self.aggregate(patch_anomaly), -patch_anomaly
         pixel_anomaly = torch.matmul(torch.matmul(self.pixel_rows, patch_anomaly), self.pixel_cols)
         # An image's score is its worst pixel, as skpatch's image-level scorers read a map.
         return -pixel_anomaly, -pixel_anomaly.amax(dim=(1, 2)), -patch_anomaly
 
-    def _nearest(self, queries):
+    def _combine(self, anomaly):
+        if len(anomaly) == 1:
+            return anomaly[0]
+        stacked = torch.stack(anomaly)
+        if self.aggregate_members == "mean":
+            return stacked.mean(dim=0)
+        # numpy's median: the mean of the two middle values for an even count.
+        ordered = stacked.sort(dim=0).values
+        count = len(anomaly)
+        return 0.5 * (ordered[(count - 1) // 2] + ordered[count // 2])
+
+    def _nearest(self, queries, chunks):
         best = best_index = None
-        for lo, hi in self.chunks:
+        for lo, hi in chunks:
             # ||q - m||^2 - ||q||^2 = ||m||^2 - 2 q.m ranks the chunk cheaply, but
             # its float32 rounding grows with ||q||^2 (about 1e-3 at the 8000 of
             # bottle features) and can swap neighbours closer than that: the
@@ -181,6 +205,11 @@ class _ScoreGraph(torch.nn.Module):
                 best = torch.where(better, value, best)
                 best_index = torch.where(better, index, best_index)
         return best, best_index
+
+
+def _memory_members(memory):
+    """The coresets of a memory step: a BaggedCoreset's members, or the step itself."""
+    return list(getattr(memory, "estimators_", [memory]))
 
 
 def _pixel_matrices(segmenter, grid, size):
@@ -223,6 +252,7 @@ def _feature_session(featurizer, n_threads):
 
 
 def _check_exportable(estimator, input_dtype):
+    from ._bagging import BaggedCoreset
     from ._coreset import WeightedCoreset
     from ._discriminator import NoiseDiscriminator
     from ._featurizer import PatchFeaturizer
@@ -235,13 +265,14 @@ def _check_exportable(estimator, input_dtype):
     denoise = steps[1] if len(steps) == 3 else None
     expected = (
         ("featurizer", featurizer, PatchFeaturizer),
-        ("memory", coreset, WeightedCoreset),
+        ("memory", coreset, (WeightedCoreset, BaggedCoreset)),
     )
     for name, step, cls in expected:
         if not isinstance(step, cls):
+            names = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
             msg = (
                 f"Cannot export the {name} step {type(step).__name__}: the ONNX graph "
-                f"reproduces skpatch's own {cls.__name__} only."
+                f"reproduces skpatch's own {names} only."
             )
             raise TypeError(msg)
     if denoise != "passthrough" and not isinstance(denoise, NoiseDiscriminator):
@@ -257,12 +288,13 @@ def _check_exportable(estimator, input_dtype):
             "search='exact' and can differ from this model's score_samples."
         )
         warnings.warn(msg, UserWarning, stacklevel=3)
-    n_bytes = 4 * coreset.memory_bank_.size + sum(
+    n_rows = sum(len(m.memory_bank_) for m in _memory_members(coreset))
+    n_bytes = 4 * n_rows * coreset.n_features_in_ + sum(
         p.numel() * p.element_size() for p in featurizer.backbone_.parameters()
     )
     if n_bytes > _MAX_ONNX_BYTES - 2**24:
         msg = (
-            f"The memory bank ({coreset.memory_bank_.shape[0]} x {coreset.memory_bank_.shape[1]} "
+            f"The memory bank ({n_rows} x {coreset.n_features_in_} "
             f"float32) and the backbone take {n_bytes / 2**30:.2f} GiB, over the 2 GiB "
             "limit of one ONNX file; lower memory__sampling_ratio or featurizer__embed_dim."
         )
@@ -295,7 +327,10 @@ def _metadata(estimator, input_dtype, output_names):
             "decision_function = score - offset, negative = anomalous"
             + (" (per pixel for maps)" if segmenter else "")
         ),
-        "skpatch.memory_bank": json.dumps(list(estimator.pipeline_[-1].memory_bank_.shape)),
+        "skpatch.memory_bank": json.dumps(
+            [sum(len(m.memory_bank_) for m in _memory_members(estimator.pipeline_[-1])),
+             int(estimator.pipeline_[-1].n_features_in_)]
+        ),
     }
 
 

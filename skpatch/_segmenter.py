@@ -10,6 +10,7 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
+from ._bagging import BaggedCoreset
 from ._base import BaseSoftPatch
 from ._images import check_images
 
@@ -20,22 +21,18 @@ class SoftPatchSegmenter(BaseSoftPatch):
     The same pipeline as :class:`SoftPatchClassifier`, read out per pixel:
     the weighted patch distances are bilinearly upsampled to each input
     image's resolution and smoothed with a Gaussian of width ``sigma``.
-    The default discriminator aligns the training images (``max_shift=2``)
-    and takes half of them as LOF neighbours (``n_neighbors="auto"``): a
-    defect that recurs in many training images (the same part missing,
-    say) forms a dense cluster that LOF with a few neighbours takes for
-    normal, and half the images as neighbours only keeps normal variation
-    tight where the positions are aligned. It cuts the top 15% of the patch
-    scores and also removes their 8-neighbours in the same image
-    (``dilation=1``), so that no rim of a removed defect stays in the
-    memory bank; about 27-47% of the patches go in all. On the benchmark's
-    recurring logical defects pixel AUROC is 0.981 on clean and 0.976 at
-    40% contamination (0.961 with the previous default, ``threshold=0.5``
-    without dilation; 0.757 also without alignment); see the user guide.
-    SoftPatch+ removes more training patches for segmentation than for
-    classification; here the alignment and the neighbourhood do that job,
-    and a larger ``threshold`` (0.3, 0.5) was worse on both hard benchmark
-    sets.
+
+    Its default memory is a :class:`BaggedCoreset`: ten coresets, each of a
+    fifth of the training images, whose distances are combined by their
+    median, so that a defect seen in a few training images is in few
+    members and is not memorised, whatever the share of defective images.
+    Its default discriminator aligns the training images (``max_shift=2``),
+    takes half of them as LOF neighbours (``n_neighbors="auto"``), cuts the
+    top 15% of the patch scores and removes their 8-neighbours too
+    (``dilation=1``): it removes defects that recur in many training images
+    (the same part missing, say), which the median of the members would
+    take for normal. ``benchmarks/README.md`` gives the measurements these
+    defaults were chosen on (real images first).
 
     Parameters
     ----------
@@ -46,20 +43,25 @@ class SoftPatchSegmenter(BaseSoftPatch):
         None means ``NoiseDiscriminator(threshold=0.15, n_neighbors="auto",
         max_shift=2, dilation=1)``.
 
-    memory : WeightedCoreset or None, default=None
-        None means ``WeightedCoreset()``.
+    memory : BaggedCoreset, WeightedCoreset or None, default=None
+        None means ``BaggedCoreset()`` (10 members, each of 20% of the
+        training images, median; the members' banks add up to 10% of the
+        training patches).
 
     sigma : float, default=4.0
         Standard deviation, in input pixels, of the Gaussian smoothing of the
         upsampled maps; 0 disables smoothing.
 
     contamination : "auto" or float in (0, 0.5], default="auto"
-        Sets the pixel threshold :attr:`offset_` used by :meth:`predict`: a
-        float is the expected fraction of anomalous training *pixels*;
-        ``"auto"`` is the training median plus three robust standard
-        deviations of the pixel scores. Training pixels are scored
-        leave-one-image-out (without the image's own patches in the memory
-        bank), on a seeded subset of at most 64 training images.
+        Sets the pixel threshold :attr:`offset_` used by :meth:`predict`
+        from the held-out maps of (a seeded subset of at most 64) training
+        images: each image's largest pixel score is read, and a float is
+        the expected fraction of defective training *images*, the share of
+        them whose largest pixel score lies above the threshold. ``"auto"``
+        puts the threshold three robust standard deviations (1.4826 x MAD)
+        above the median of those largest scores. A normal image then shows
+        no defect pixel, and a defect is outlined where it stands out as
+        much as a defective training image does.
 
     cache, random_state, n_jobs, device, verbose
         As in :class:`SoftPatchClassifier`.
@@ -71,6 +73,12 @@ class SoftPatchSegmenter(BaseSoftPatch):
 
     offset_ : float
         ``decision_function = score_samples - offset_``, per pixel.
+
+    contamination_estimate_ : float
+        Estimated fraction of defective training images: the share of the
+        held-out training images (those of the ``offset_`` subset) whose
+        largest pixel score lies more than three robust standard deviations
+        above the median.
 
     n_train_images_ : int
         Number of training images.
@@ -114,6 +122,7 @@ class SoftPatchSegmenter(BaseSoftPatch):
     }
 
     _default_denoise = {"threshold": 0.15, "n_neighbors": "auto", "max_shift": 2, "dilation": 1}
+    _default_memory = BaggedCoreset
 
     def __init__(
         self,
@@ -155,13 +164,24 @@ class SoftPatchSegmenter(BaseSoftPatch):
 
     def _fit(self, X):
         features = self._fit_pipeline(X)
-        patch_maps = self._train_patch_anomaly(features, self._offset_sample(len(features)))
-        # Leave-one-image-out pixel scores of a seeded subset of at most 64
-        # training images, at the featurizer's resolution (the pixel
-        # distribution barely depends on the output size, memory does).
-        size = self.pipeline_[0]._image_size()
-        self.offset_ = self._offset(self._to_pixels(patch_maps, size))
+        self._finish_fit(self._train_patch_anomaly(features, self._offset_sample(len(features))))
         return features
+
+    def _finish_fit(self, held_out_maps):
+        """``contamination_estimate_`` and the pixel threshold ``offset_`` from
+        held-out patch maps of a seeded subset of at most 64 training images;
+        :meth:`fit` and :func:`skpatch.dask.fit` both end here.
+
+        The maps are read at the featurizer's resolution (the pixel
+        distribution barely depends on the output size, memory does). The
+        pixel threshold is set on each image's largest pixel score: the
+        share ``contamination`` of the training images (or, for ``"auto"``,
+        those beyond the robust 3-sigma rule) would show a defect pixel.
+        """
+        pixels = self._to_pixels(held_out_maps, self.pipeline_[0]._image_size())
+        image_anomaly = pixels.reshape(len(pixels), -1).max(axis=1)
+        self.contamination_estimate_ = self._contamination_estimate(image_anomaly)
+        self.offset_ = self._offset(image_anomaly)
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit_predict(self, X, y=None):

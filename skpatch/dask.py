@@ -581,6 +581,7 @@ class _DistributedFit:
     def run(self, images):
         from sklearn.pipeline import Pipeline
 
+        from ._bagging import BaggedCoreset
         from ._coreset import WeightedCoreset
         from ._discriminator import NoiseDiscriminator
         from ._featurizer import PatchFeaturizer
@@ -588,6 +589,15 @@ class _DistributedFit:
         est = self.estimator
         pipeline = est._make_pipeline()
         featurizer, denoise, coreset = (step for _, step in pipeline.steps)
+        if isinstance(coreset, BaggedCoreset):
+            msg = (
+                "skpatch.dask.fit cannot fit a BaggedCoreset memory yet (the default of "
+                "SoftPatchSegmenter): its members are coresets of subsets of the images, "
+                "which this distributed fit does not build. Pass memory=WeightedCoreset() to "
+                "fit one memory bank on the cluster, or fit the estimator in one process; "
+                "skpatch.dask.score_images scores any fitted model."
+            )
+            raise TypeError(msg)
         if type(featurizer) is not PatchFeaturizer or type(coreset) is not WeightedCoreset or not (
             denoise == "passthrough" or type(denoise) is NoiseDiscriminator
         ):
@@ -630,7 +640,7 @@ class _DistributedFit:
         return est
 
     def _finish(self, by_position):
-        """``train_scores_`` / ``offset_`` as ``estimator.fit`` sets them.
+        """``train_scores_`` / ``offset_`` as ``estimator.fit`` sets them (its ``_finish_fit``).
 
         Leave-one-image-out patch scores only need each patch's own image,
         so they are computed on the position chunks, gathered as
@@ -649,12 +659,7 @@ class _DistributedFit:
         parts = self.client.compute(
             [_delayed(_leave_one_out_block)(coreset, block, indices, self.working_memory) for block in blocks]
         )
-        patch_maps = est._patch_map(-np.concatenate(self.client.gather(parts), axis=1))
-        if isinstance(est, SoftPatchClassifier):
-            est.train_scores_ = -est._image_anomaly(patch_maps)
-            est.offset_ = est._offset(-est.train_scores_)
-            return
-        est.offset_ = est._offset(est._to_pixels(patch_maps, est.pipeline_[0]._image_size()))
+        est._finish_fit(est._patch_map(-np.concatenate(self.client.gather(parts), axis=1)))
 
 
 def _worker_working_memory(client):

@@ -104,6 +104,20 @@ def test_fit_options_reach_the_estimator(mvtec, tmp_path):
     assert est.named_steps["coreset"].device == "cpu"
 
 
+def test_fit_bagged_memory_options(mvtec, tmp_path):
+    path = str(tmp_path / "bag.skpatch")
+    args = ["fit", str(mvtec / "train" / "good"), "-o", path, *SMALL, "--n-estimators", "4", "--max-samples", "0.25"]
+    assert main([*args, "--bank-dtype", "float16"]) == 0
+    memory = skpatch.load(path).named_steps["coreset"]
+    assert isinstance(memory, skpatch.BaggedCoreset) and len(memory.estimators_) == 4
+    assert memory.max_samples == 0.25
+    # One bank for a segmenter, whose default memory is bagged.
+    assert main(["fit", str(mvtec / "train" / "good"), "-o", path, *SMALL, "--segment", "--n-estimators", "1"]) == 0
+    assert isinstance(skpatch.load(path).named_steps["coreset"], skpatch.WeightedCoreset)
+    code = main(["fit", str(mvtec / "train" / "good"), "-o", path, *SMALL, "--n-estimators", "1", "--max-samples", "0.5"])
+    assert code == 2
+
+
 def test_fit_bad_parameter_is_one_line(mvtec, tmp_path, capsys):
     code = main(["fit", str(mvtec / "train" / "good"), "-o", str(tmp_path / "m"), "--set", "denoise__lof_k=3", "-q"])
     err = capsys.readouterr().err

@@ -17,7 +17,7 @@ from sklearn.model_selection import GridSearchCV  # noqa: E402
 
 import skpatch  # noqa: E402
 import skpatch.dask  # noqa: E402
-from skpatch import PatchFeaturizer, SoftPatchClassifier, SoftPatchSegmenter  # noqa: E402
+from skpatch import PatchFeaturizer, SoftPatchClassifier, SoftPatchSegmenter, WeightedCoreset  # noqa: E402
 from skpatch._threads import torch_threads  # noqa: E402
 from skpatch.metrics import image_auroc_scorer  # noqa: E402
 
@@ -416,7 +416,11 @@ def test_workers_share_the_working_memory(client, data):
 
 def test_distributed_fit_segmenter_and_passthrough(client, data):
     X, y, masks = data
-    seg = skpatch.dask.fit(_small(SoftPatchSegmenter), X[:16], client=client, partition_size=8)
+    # The segmenter's default BaggedCoreset is refused, saying what to do.
+    with pytest.raises(TypeError, match="BaggedCoreset.*memory=WeightedCoreset"):
+        skpatch.dask.fit(_small(SoftPatchSegmenter), X[:16], client=client, partition_size=8)
+    seg = _small(SoftPatchSegmenter, memory=WeightedCoreset())
+    seg = skpatch.dask.fit(seg, X[:16], client=client, partition_size=8)
     maps = seg.score_samples(X[:8])
     assert maps.shape == (8, 64, 64) and np.isfinite(seg.offset_)
     import dask.array as da

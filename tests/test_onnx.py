@@ -276,3 +276,20 @@ def test_top_k_image_score_is_exported(data, tmp_path):
     path = str(tmp_path / "top3.onnx")
     export_onnx(est, path)
     np.testing.assert_allclose(_run(path, X)["scores"], est.score_samples(X), rtol=RTOL)
+
+
+@pytest.mark.parametrize("aggregate", ["median", "mean"])
+def test_bagged_memory_is_exported(data, tmp_path, aggregate):
+    from skpatch import BaggedCoreset
+
+    train, X = data
+    # 5 members: an odd count, so the median is the middle member's distance.
+    memory = BaggedCoreset(5 if aggregate == "median" else 4, max_samples=0.4, aggregate=aggregate)
+    est = _small(SoftPatchClassifier, memory=memory).fit(train)
+    path = str(tmp_path / "bag.onnx")
+    est.export_onnx(path)
+    out = _run(path, X)
+    np.testing.assert_allclose(out["scores"], est.score_samples(X), rtol=RTOL)
+    _assert_close(out["patch_scores"], -est._patch_anomaly(X))
+    n_rows = sum(len(m.memory_bank_) for m in est.named_steps["coreset"].estimators_)
+    assert json.loads(_metadata(path)["skpatch.memory_bank"]) == [n_rows, 64]
