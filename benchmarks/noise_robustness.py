@@ -141,6 +141,10 @@ SUMMARY_METRICS = (
 )
 # Secondary tables: mean over seeds only.
 DETAIL_METRICS = (
+    "pix_f1",
+    "pix_f1_max",
+    "cont_est",
+    "cont_true",
     "auroc_seen",
     "auroc_unseen",
     "fit_predict",
@@ -153,7 +157,7 @@ DETAIL_METRICS = (
 RUN_FIELDS = (
     "dataset", "estimator", "config", "params", "seed", "noise", "overlap", "n_train",
     "n_injected", "n_test", "img_auroc", "pix_auroc", "aupro", "auroc_seen",
-    "auroc_unseen", "fit_predict", "rm_all", "rm_inj", "rm_clean", "rm_defect",
+    "auroc_unseen", "fit_predict", "pix_f1", "pix_f1_max", "cont_est", "cont_true", "rm_all", "rm_inj", "rm_clean", "rm_defect",
     "disc_auc", "fit_s", "score_s", "shared_with", "note",
 )
 
@@ -362,7 +366,7 @@ def discriminator_diagnostics(estimator, train_labels, injected_masks):
 
 def evaluate(kind, estimator, split, masks, train_labels, injected_masks):
     """Fit-independent metrics of one fitted estimator on the split's test set."""
-    from skpatch.metrics import aupro, pixel_auroc
+    from skpatch.metrics import aupro, f1_max, pixel_auroc
 
     row = {}
     start = time.perf_counter()
@@ -385,8 +389,23 @@ def evaluate(kind, estimator, split, masks, train_labels, injected_masks):
         row["score_s"] = time.perf_counter() - start
         row["pix_auroc"] = float(pixel_auroc(masks, maps))
         row["aupro"] = float(aupro(masks, maps))
+        # The masks a user gets (predict's threshold) against the best threshold.
+        row["pix_f1"] = pixel_f1(masks, maps > -estimator.offset_)
+        row["pix_f1_max"] = float(f1_max(masks, maps))
+    estimate = getattr(estimator, "contamination_estimate_", None)
+    if estimate is not None:
+        row["cont_est"] = float(estimate)
+        row["cont_true"] = float(np.mean(train_labels))
     row.update(discriminator_diagnostics(estimator, train_labels, injected_masks))
     return row
+
+
+def pixel_f1(masks, predicted):
+    """F1 of predicted defect pixels against the ground-truth masks."""
+    true_positive = float(np.logical_and(masks, predicted).sum())
+    precision = true_positive / max(float(predicted.sum()), 1.0)
+    recall = true_positive / max(float(masks.sum()), 1.0)
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
 # -- the run ----------------------------------------------------------------------------------

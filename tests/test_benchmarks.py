@@ -237,3 +237,41 @@ def test_dask_bottle_coverage_radius_is_blocked_exactly():
     expected = np.sqrt(((flat[:, None] - bank[None]) ** 2).sum(-1)).min(1).max()
     assert dask_bottle.coverage_radius(features, kept, bank, block=7) == pytest.approx(expected, rel=1e-5)
     assert dask_bottle.coverage_radius(features, kept, bank[:1]) >= expected  # fewer centres, larger radius
+
+
+def test_step_objects_in_configs(bench):
+    from skpatch import BaggedCoreset
+
+    name, params = bench.parse_config("bag:memory=BaggedCoreset(),memory__max_samples=0.3")
+    assert isinstance(params["memory"], BaggedCoreset) and params["memory__max_samples"] == 0.3
+    est = SoftPatchClassifier().set_params(**params)
+    assert est.get_params()["memory__max_samples"] == 0.3
+    # A bagged and a single memory never share a fit.
+    assert bench.resolved_key(est) != bench.resolved_key(SoftPatchClassifier())
+
+
+def test_pixel_f1(bench):
+    masks = np.zeros((1, 4, 4), dtype=bool)
+    masks[0, :2] = True  # 8 defect pixels
+    predicted = np.zeros_like(masks)
+    predicted[0, 0] = True  # 4 of them, no false positive
+    assert bench.pixel_f1(masks, predicted) == pytest.approx(2 * 1.0 * 0.5 / 1.5)
+    assert bench.pixel_f1(masks, np.zeros_like(masks)) == 0.0
+
+
+def test_readme_figure_draws_the_named_configs(tmp_path):
+    pytest.importorskip("matplotlib")
+    figure = _load("readme_figure")
+    summary = tmp_path / "s.csv"
+    lines = ["dataset,estimator,metric,config,noise,mean,std,min,max,n_seeds"]
+    for noise in (0.0, 0.2):
+        lines.append(f"tire,classifier,img_auroc,default,{noise},0.8,0.01,0.79,0.81,3")
+        lines.append(f"tire,segmenter,pix_auroc,default,{noise},0.98,0.002,0.97,0.99,3")
+    lines.append("tire,segmenter,pix_auroc,default,avg,0.98,0.002,0.97,0.99,3")
+    summary.write_text("\n".join(lines) + "\n")
+    table = figure.read_summary(summary)
+    assert [v[0] for v in table[("segmenter", "pix_auroc", "default")]] == [0.0, 0.2]
+    out = tmp_path / "f.png"
+    assert figure.main([str(summary), "--configs", "default=now", "--output", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    assert figure.main([str(summary), "--configs", "missing", "--output", str(out)]) == 2
