@@ -1,22 +1,20 @@
 """Shared machinery of SoftPatchClassifier and SoftPatchSegmenter."""
 
-import os
 import warnings
 from numbers import Integral, Real
 
-import joblib
 import numpy as np
 from sklearn import get_config
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, check_memory
+from sklearn.utils.validation import check_is_fitted
 
+from ._cache import cached_call, caches, check_cache, feature_key, fit_transform_step, transform_step
 from ._coreset import WeightedCoreset
 from ._discriminator import NoiseDiscriminator
 from ._featurizer import PatchFeaturizer
-from ._filelock import file_lock
 from ._images import check_images
 
 STEP_NAMES = ("featurizer", "denoise", "memory")
@@ -148,12 +146,12 @@ class BaseSoftPatch(BaseEstimator):
     def _fit_pipeline(self, X):
         """Fit the pipeline; return the training features for in-sample scores."""
         images = check_images(X)
-        memory = _check_cache(self.cache)
+        memory = check_cache(self.cache)
         self.pipeline_ = self._make_pipeline()
         featurizer, denoise, coreset = (step for _, step in self.pipeline_.steps)
         # The collection is hashed once (files by path) and the key reused.
-        key = _feature_key(featurizer, images) if _caches(memory) else None
-        fit_featurizer = memory.cache(_fit_transform_step, ignore=["step", "X"])
+        key = feature_key(featurizer, images) if caches(memory) else None
+        fit_featurizer = memory.cache(fit_transform_step, ignore=["step", "X"])
         # Pass the validated collection on: files are checked (opened) once.
         featurizer, features = cached_call(memory, fit_featurizer, key, step=featurizer, X=images)
         self.pipeline_.steps[0] = ("featurizer", featurizer)
@@ -177,10 +175,10 @@ class BaseSoftPatch(BaseEstimator):
     def _features(self, images):
         """Test features of a checked collection, cached like the training ones."""
         check_is_fitted(self, "pipeline_")
-        memory = _check_cache(self.cache)
+        memory = check_cache(self.cache)
         featurizer = self.pipeline_[0]
-        key = _feature_key(featurizer, images) if _caches(memory) else None
-        transform = memory.cache(_transform_step, ignore=["step", "X"])
+        key = feature_key(featurizer, images) if caches(memory) else None
+        transform = memory.cache(transform_step, ignore=["step", "X"])
         features = cached_call(memory, transform, key, step=featurizer, X=images)
         denoise = self.pipeline_[1]
         return features if denoise == "passthrough" else denoise.transform(features)
@@ -214,7 +212,7 @@ class BaseSoftPatch(BaseEstimator):
         """Images scored per block: all of them when the features are cached (the
         cache keys the whole collection) or the featurizer is not skpatch's."""
         featurizer = self.pipeline_[0]
-        if _caches(_check_cache(self.cache)) or not isinstance(featurizer, PatchFeaturizer):
+        if caches(check_cache(self.cache)) or not isinstance(featurizer, PatchFeaturizer):
             return n_images
         h, w = featurizer.feature_shape_
         per_image = h * w * featurizer.embed_dim * np.dtype(featurizer.feature_dtype).itemsize
@@ -380,66 +378,3 @@ def _warn_far_size(size, train_size):
             "anomalous). Crop or resize the images as the training images were."
         )
         warnings.warn(msg, UserWarning, stacklevel=4)
-
-
-def _check_cache(cache):
-    """``cache`` as a joblib.Memory; a folder that cannot be used is a clear error."""
-    try:
-        memory = check_memory(cache)  # a str makes joblib create the folder
-        location = getattr(memory, "location", None)
-        if location is not None:
-            os.makedirs(location, exist_ok=True)
-    except OSError as exc:
-        msg = f"cache={cache!r} cannot be used as a cache folder: {exc.strerror or exc}."
-        raise ValueError(msg) from exc
-    if location is not None and not os.access(location, os.W_OK | os.X_OK):
-        raise ValueError(f"cache={cache!r} is a folder this process cannot write to.")
-    return memory
-
-
-def _caches(memory):
-    return getattr(memory, "location", None) is not None
-
-
-def cached_call(memory, func, *args, **kwargs):
-    """``func(*args, **kwargs)`` of a ``memory.cache``-d ``func``, computed once.
-
-    Concurrent callers (the candidates of a parallel grid search, on one
-    machine or on the workers of a Dask cluster sharing the folder) would
-    each compute a missing entry; a lock file next to the cache makes the
-    first compute it and the others wait and read it. A call already in the
-    cache, or a memory that does not cache, takes no lock.
-    """
-    if not _caches(memory) or func.check_call_in_cache(*args, **kwargs):
-        return func(*args, **kwargs)
-    folder = os.path.join(memory.location, "skpatch-locks")
-    os.makedirs(folder, exist_ok=True)
-    # One lock per entry: the function's name and the hash of its positional
-    # arguments, which are the cache key (the keyword ones are ignored by
-    # the cache, and hashing the images again would cost a pass over them).
-    name = f"{func.func.__name__}-{joblib.hash(args)}.lock"
-    with file_lock(os.path.join(folder, name)):
-        return func(*args, **kwargs)
-
-
-def _feature_key(featurizer, images):
-    """Hash of what the features depend on: the featurizer's parameters and the images.
-
-    The same key serves fit (``_fit_transform_step``) and scoring
-    (``_transform_step``); the fitted featurizer itself is left out, since
-    fitting is deterministic given its parameters and a torch module does
-    not hash the same way twice.
-    """
-    params = featurizer.get_params(deep=True) if hasattr(featurizer, "get_params") else featurizer
-    return joblib.hash((type(featurizer).__qualname__, params, images))
-
-
-def _fit_transform_step(key, step, X):
-    """Module-level so that joblib.Memory can cache it, on ``key`` only."""
-    features = step.fit_transform(X)
-    return step, features
-
-
-def _transform_step(key, step, X):
-    """Module-level so that joblib.Memory can cache it, on ``key`` only."""
-    return step.transform(X)

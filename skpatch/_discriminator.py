@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._alignment import estimate_shifts, shift_grids, unshift_scores
+from ._cache import cached_call
 from ._outlier_scores import global_ranks, knn_distance_scores, lof_scores, mahalanobis_scores
 from ._patches import WeightedPatches, check_n_features, check_patch_features, float32_tensor
 from ._threads import torch_threads
@@ -258,8 +259,6 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         grid_shape = self._check_grid_shape(grid_shape, features.shape[1])
         names = _NEEDED_SCORES[self.method]
         keys = [self._score_key(name, grid_shape) for name in names] if memory is not None else [None]
-        from ._base import cached_call  # _base imports this module
-
         if None in keys:
             with torch_threads(self.n_jobs):
                 raw, self.shifts_ = self._raw_scores(features, names, grid_shape)

@@ -1,7 +1,7 @@
 """The ``cache=`` folder survives corruption, concurrency and interruption.
 
-The estimators cache the CNN features (``_fit_transform_step``,
-``_transform_step``) and the discriminator's raw scores
+The estimators cache the CNN features (``fit_transform_step``,
+``transform_step``) and the discriminator's raw scores
 (``_cached_raw_score``) with :class:`joblib.Memory`. These tests check, with
 the installed joblib rather than by assumption, that a damaged entry is
 recomputed, that two processes filling one key are safe, and that an
@@ -30,7 +30,7 @@ import torch
 from skpatch import PatchFeaturizer, SoftPatchClassifier
 from skpatch.datasets import make_defects
 
-CACHED_FUNCTIONS = ("_fit_transform_step", "_transform_step", "_cached_raw_score")
+CACHED_FUNCTIONS = ("fit_transform_step", "transform_step", "_cached_raw_score")
 
 # One definition of the tiny model, shared with the subprocesses below.
 MODEL_SOURCE = """
@@ -247,4 +247,4 @@ def test_process_killed_while_writing_leaves_no_entry(tmp_path, reference):
     # Half a pickle was written, under a temporary name only.
     assert _temporary_files(folder) and not _entries(folder)
     np.testing.assert_array_equal(_fit_and_score(folder), reference)
-    assert any("/_fit_transform_step/" in entry for entry in _entries(folder))
+    assert any("/fit_transform_step/" in entry for entry in _entries(folder))

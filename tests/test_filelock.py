@@ -5,7 +5,7 @@ import time
 
 import joblib
 
-from skpatch._base import cached_call
+from skpatch._cache import cached_call
 from skpatch._filelock import file_lock
 
 CALLS = []
