@@ -34,3 +34,19 @@ __all__ = [
     "export_onnx",
     "load",
 ]
+
+# Submodules reachable as attributes after ``import skpatch``, imported on
+# first use (as scikit-learn does): skpatch.dask needs the optional extra.
+_SUBMODULES = ("dask", "datasets", "metrics", "plotting")
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_SUBMODULES])

@@ -142,7 +142,10 @@ CASES = [
         functools.partial(_small_pipeline, SoftPatchSegmenter),
         _images,
         lambda est, X: est.score_samples(X),
-        lambda est: {"offset_": est.offset_, "bank": est.named_steps["coreset"].memory_bank_},
+        lambda est: {
+            "offset_": est.offset_,
+            "bank": np.concatenate([m.memory_bank_ for m in est.named_steps["coreset"].estimators_]),
+        },
         ("score_samples", "decision_function", "predict", "anomaly_maps"),
         True,
     ),
