@@ -12,7 +12,8 @@ set once and shares them with every configuration.
 
 A configuration is a set of ``set_params`` keywords. Built-in names:
 
-* ``patchcore``: ``denoise="passthrough"`` (no noise removal);
+* ``patchcore``: ``denoise="passthrough", memory=WeightedCoreset()`` (no
+  noise removal, one memory bank);
 * ``default``: no parameter at all, i.e. the estimator's defaults at this
   commit (the classifier's and the segmenter's can differ);
 * ``METHOD@T``: ``denoise__method=METHOD, denoise__threshold=T`` (``lof``,
@@ -216,7 +217,9 @@ def parse_config(spec):
             raise ValueError(msg)
         return name.strip(), params
     if spec == "patchcore":
-        return spec, {"denoise": "passthrough"}
+        from skpatch import WeightedCoreset
+
+        return spec, {"denoise": "passthrough", "memory": WeightedCoreset()}
     if spec == "default":
         return spec, {}
     method, at, threshold = spec.partition("@")

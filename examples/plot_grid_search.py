@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.model_selection import GridSearchCV, PredefinedSplit
 
-from skpatch import SoftPatchSegmenter
+from skpatch import SoftPatchSegmenter, WeightedCoreset
 from skpatch.datasets import make_defect_dataset, make_noisy_split
 from skpatch.metrics import aupro_scorer, image_auroc_scorer
 
@@ -58,8 +58,9 @@ print(f"validation fold: {n_val} images, {split.test_labels.sum()} defective")
 # The search
 # ----------
 # Nested parameters reach the default discriminator directly
-# (``denoise__method``); PatchCore (``denoise="passthrough"``) is a second
-# grid. Image AUROC treats a mask as "defective if any pixel is" and an
+# (``denoise__method``), in front of the segmenter's default bagged memory;
+# PatchCore (``denoise="passthrough"`` with one memory bank,
+# ``memory=WeightedCoreset()``) is a second grid. Image AUROC treats a mask as "defective if any pixel is" and an
 # anomaly map as "as anomalous as its worst pixel", so one ``y`` serves both
 # scorers. ``refit=False``: refitting on ``X`` would train on the validation
 # images; we fit the winner on the training images ourselves.
@@ -68,7 +69,7 @@ segmenter = SoftPatchSegmenter(cache=cache, random_state=0).set_params(
     featurizer__image_size=64
 )
 param_grid = [
-    {"denoise": ["passthrough"]},
+    {"denoise": ["passthrough"], "memory": [WeightedCoreset()]},
     {
         "denoise__method": ["nearest", "lof", "gaussian", "softpatch+"],
         "denoise__threshold": [0.0, 0.1, 0.25, 0.5],

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 
-from skpatch import SoftPatchSegmenter
+from skpatch import SoftPatchSegmenter, WeightedCoreset
 from skpatch.datasets import make_defect_dataset, make_noisy_split
 from skpatch.plotting import plot_anomaly_map
 
@@ -40,7 +40,7 @@ data = make_defect_dataset(
 split = make_noisy_split(data, 0.2, overlap=True, random_state=0)
 cache = tempfile.mkdtemp(prefix="skpatch-cache-")
 patchcore = SoftPatchSegmenter(
-    denoise="passthrough", cache=cache, random_state=0
+    denoise="passthrough", memory=WeightedCoreset(), cache=cache, random_state=0
 )
 softpatch = SoftPatchSegmenter(cache=cache, random_state=0)
 for model in (patchcore, softpatch):

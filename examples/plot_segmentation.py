@@ -19,7 +19,7 @@ import tempfile
 import matplotlib.pyplot as plt
 import numpy as np
 
-from skpatch import SoftPatchSegmenter
+from skpatch import SoftPatchSegmenter, WeightedCoreset
 from skpatch.datasets import make_defect_dataset, make_noisy_split
 from skpatch.metrics import aupro, pixel_auroc
 from skpatch.plotting import plot_anomaly_map
@@ -46,7 +46,7 @@ for part in ("train", "test"):
 cache = tempfile.mkdtemp(prefix="skpatch-cache-")
 segmenters = {
     "PatchCore": SoftPatchSegmenter(
-        denoise="passthrough", cache=cache, random_state=0
+        denoise="passthrough", memory=WeightedCoreset(), cache=cache, random_state=0
     ),
     "SoftPatch": SoftPatchSegmenter(cache=cache, random_state=0),
 }

@@ -914,7 +914,7 @@ def describe_model(estimator, metadata, path):
         "format_version": metadata["format_version"],
         "saved_with": f"skpatch {metadata['skpatch_version']}, " + ", ".join(f"{k} {v}" for k, v in metadata.get("versions", {}).items()),
         "featurizer": _plain_params(featurizer),
-        "denoise": "passthrough (PatchCore)" if denoise == "passthrough" else _plain_params(denoise),
+        "denoise": "passthrough" if denoise == "passthrough" else _plain_params(denoise),
         "memory": _plain_params(coreset),
     }
     return info

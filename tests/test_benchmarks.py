@@ -38,7 +38,6 @@ def test_parse_value(bench, text, expected):
 @pytest.mark.parametrize(
     "spec, name, params",
     [
-        ("patchcore", "patchcore", {"denoise": "passthrough"}),
         ("default", "default", {}),
         ("default@0.3", "default@0.3", {"denoise__threshold": 0.3}),
         ("softpatch+@0.15", "softpatch+@0.15",
@@ -237,6 +236,15 @@ def test_dask_bottle_coverage_radius_is_blocked_exactly():
     expected = np.sqrt(((flat[:, None] - bank[None]) ** 2).sum(-1)).min(1).max()
     assert dask_bottle.coverage_radius(features, kept, bank, block=7) == pytest.approx(expected, rel=1e-5)
     assert dask_bottle.coverage_radius(features, kept, bank[:1]) >= expected  # fewer centres, larger radius
+
+
+def test_patchcore_is_one_bank_without_removal(bench):
+    from skpatch import WeightedCoreset
+
+    name, params = bench.parse_config("patchcore")
+    assert name == "patchcore" and params["denoise"] == "passthrough"
+    # Also for the segmenter, whose default memory is bagged.
+    assert type(params["memory"]) is WeightedCoreset
 
 
 def test_step_objects_in_configs(bench):
