@@ -1,5 +1,7 @@
 """A bagged memory: weighted coresets of random subsets of the training images."""
 
+import math
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -27,10 +29,11 @@ class BaggedCoreset(BaseEstimator):
     ensemble is a low-pass filter on how often a pattern recurs in the
     training set, and it needs no removal ratio (MeDS, [1]_).
 
-    Membership is balanced: every training image is in exactly
-    ``max(1, round(max_samples * n_estimators))`` members, dealt at random,
-    so no image can be over-represented by chance and every image is
-    out-of-bag for most members (see :meth:`score_held_out`).
+    Membership is balanced: every training image is in exactly the same
+    number of members (``max_samples * n_estimators``, rounded half up),
+    dealt at random, so no image can be over-represented by chance, and
+    with ``max_samples`` below 0.5 every image is out of bag for most
+    members (see :meth:`score_held_out`).
 
     Parameters
     ----------
@@ -38,9 +41,9 @@ class BaggedCoreset(BaseEstimator):
         Number of member coresets.
 
     max_samples : float in (0, 1], default=0.2
-        Fraction of the training images each member holds (the members
-        together hold every image ``round(max_samples * n_estimators)``
-        times). Larger members cover rarer normal patterns; with
+        Fraction of the training images each member holds, in steps of
+        ``1 / n_estimators``: every image goes to ``max_samples *
+        n_estimators`` members, rounded half up (at least one). Larger members cover rarer normal patterns; with
         ``aggregate="median"``, a pattern in more than half of the members
         counts as normal, so keep ``max_samples`` well below 0.5.
 
@@ -64,7 +67,9 @@ class BaggedCoreset(BaseEstimator):
     Attributes
     ----------
     estimators_ : list of WeightedCoreset
-        The fitted members.
+        The fitted members: ``n_estimators`` of them, less any member that
+        holds no image (fewer training images than members) or only images
+        whose every patch the discriminator removed (a warning says so).
 
     estimators_samples_ : list of ndarray of int
         The training images (indices into the images given to :meth:`fit`)
@@ -171,15 +176,26 @@ class BaggedCoreset(BaseEstimator):
         # banks add up to sampling_ratio of all the training patches.
         ratio = min(1.0, self.sampling_ratio * n_images / membership.sum())
         params = {key: getattr(self, key) for key in _MEMBER_PARAMS}
+        # One seed per member, drawn up front: a skipped member does not
+        # change the others.
+        seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_estimators)
         self.estimators_, self.estimators_samples_ = [], []
-        for member in membership:
+        for member, seed in zip(membership, seeds):
             images = np.flatnonzero(member)
             if not kept[images].any():
-                continue  # every patch of these images was removed
-            coreset = WeightedCoreset(ratio, random_state=rng.randint(np.iinfo(np.int32).max), **params)
+                continue  # no image, or every patch of its images was removed
+            coreset = WeightedCoreset(ratio, random_state=seed, **params)
             coreset.fit(WeightedPatches(features[images], weights[images], kept[images]))
             self.estimators_.append(coreset)
             self.estimators_samples_.append(images)
+        if len(self.estimators_) < self.n_estimators:
+            msg = (
+                f"Only {len(self.estimators_)} of the {self.n_estimators} members of the "
+                f"BaggedCoreset have a memory bank: the others hold no image ({n_images} "
+                "training images) or only images whose every patch was removed. Those "
+                "images are in fewer members than the others."
+            )
+            warnings.warn(msg, UserWarning)
         self.n_train_images_ = n_images
         self.n_features_in_ = features.shape[2]
         return self
@@ -262,6 +278,12 @@ class BaggedCoreset(BaseEstimator):
         return tags
 
 
+def _memberships(n_estimators, max_samples):
+    """How many members hold each image: ``max_samples * n_estimators``
+    rounded half up, at least 1 and at most ``n_estimators``."""
+    return int(min(n_estimators, max(1, math.floor(max_samples * n_estimators + 0.5))))
+
+
 def _local_index(samples, images):
     """Position of each of ``images`` in the sorted ``samples``, -1 where absent."""
     local = np.searchsorted(samples, images)
@@ -273,20 +295,21 @@ def _local_index(samples, images):
 def _deal(n_images, n_estimators, max_samples, rng):
     """Membership (n_estimators, n_images), True where a member holds an image.
 
-    Every image goes to exactly ``r = round(max_samples * n_estimators)``
-    members (at least 1, at most all): ``r`` rounds of dealing a shuffled
-    deck round-robin, each round starting where the last left off, and an
-    image never dealt twice to one member. Member sizes differ by at most
-    one image per round.
+    Every image goes to exactly ``r`` members (:func:`_memberships`): ``r`` rounds, each dealing the images
+    in a random order, every image to the smallest member that does not
+    hold it yet (ties broken at random). Member sizes stay within two
+    images of each other.
     """
-    r = int(min(n_estimators, max(1, round(max_samples * n_estimators))))
+    r = _memberships(n_estimators, max_samples)
     membership = np.zeros((n_estimators, n_images), dtype=bool)
-    position = 0
+    sizes = np.zeros(n_estimators, dtype=np.int64)
     for _ in range(r):
         for image in rng.permutation(n_images):
-            member = position % n_estimators
-            while membership[member, image]:
-                member = (member + 1) % n_estimators
+            # The smallest size first, ties broken by a random key; members
+            # that hold the image already are out.
+            key = sizes * n_estimators + rng.permutation(n_estimators)
+            key[membership[:, image]] = np.iinfo(np.int64).max
+            member = int(np.argmin(key))
             membership[member, image] = True
-            position += 1
+            sizes[member] += 1
     return membership

@@ -127,7 +127,7 @@ class BaseSoftPatch(BaseEstimator):
             step = step if isinstance(step, str) else clone(step)
             if not isinstance(step, str):
                 self._propagate(step)
-                if hasattr(step, "_validate_params"):
+                if _validates(step):
                     step._validate_params()
             steps.append((PIPELINE_NAMES[name], step))
         return Pipeline(steps)
@@ -221,14 +221,14 @@ class BaseSoftPatch(BaseEstimator):
         return max(batch, int(budget // per_image) // batch * batch)
 
     def _train_patch_anomaly(self, features, indices=None):
-        """Leave-one-image-out patch anomaly of training images ``indices``.
+        """Held-out patch anomaly of training images ``indices``.
 
-        Each training image is scored against the memory bank without the
-        patches taken from that image, so that its own patches cannot match
-        themselves (in-sample scores would be optimistic, most of all for
-        the defective images that ``fit_predict`` should find). This is not
-        a refit without the image: the bank keeps the coverage it had, less
-        that image's patches.
+        Each training image is scored without the memory it contributed
+        (the memory step's ``score_held_out``: leave-one-image-out for a
+        :class:`WeightedCoreset`, out of bag for a :class:`BaggedCoreset`),
+        so that its own patches cannot match themselves (in-sample scores
+        would be optimistic, most of all for the defective images that
+        ``fit_predict`` should find).
         """
         if indices is None:
             indices, queries = np.arange(len(features)), features  # no copy of every feature
@@ -257,23 +257,27 @@ class BaseSoftPatch(BaseEstimator):
         rng = check_random_state(self.random_state)
         return np.sort(rng.choice(n_images, _OFFSET_MAX_IMAGES, replace=False))
 
-    def _offset(self, train_scores):
-        """``offset_`` from in-sample anomaly scores (higher = more anomalous)."""
-        return -float(self._anomaly_threshold(train_scores, self.contamination))
+    def _set_thresholds(self, image_anomaly, rule=None):
+        """``contamination_estimate_`` and the threshold ``offset_`` is set from.
 
-    def _anomaly_threshold(self, train_scores, contamination):
-        """The anomaly score above which a fraction ``contamination`` of
-        ``train_scores`` lies, or for ``"auto"`` the robust 3-sigma rule."""
-        train_scores = _finite_scores(train_scores)
-        if contamination == "auto":
-            return _robust_threshold(train_scores)
-        return np.percentile(train_scores, 100.0 * (1.0 - contamination))
-
-    def _contamination_estimate(self, image_anomaly):
-        """Share of the training images whose held-out anomaly score lies more
-        than three robust standard deviations above the median."""
-        image_anomaly = _finite_scores(image_anomaly)
-        return float(np.mean(image_anomaly > _robust_threshold(image_anomaly)))
+        ``image_anomaly`` are held-out anomaly scores of training images
+        (higher = more anomalous). The estimate is the share beyond
+        ``rule`` (the robust 3-sigma rule by default) computed on the finite
+        scores; an infinite score (an image with no memory patch of another
+        image) counts as beyond it, as :meth:`fit_predict` flags it. The
+        threshold is that rule's for ``contamination="auto"``, else the
+        percentile of the finite scores.
+        """
+        rule = _robust_threshold if rule is None else rule
+        image_anomaly = np.asarray(image_anomaly, dtype=np.float64).reshape(-1)
+        finite = _finite_scores(image_anomaly)
+        auto = rule(finite)
+        self.contamination_estimate_ = float(np.mean(image_anomaly > auto))
+        if self.contamination == "auto":
+            threshold = auto
+        else:
+            threshold = np.percentile(finite, 100.0 * (1.0 - self.contamination))
+        self.offset_ = -float(threshold)
 
     def export_onnx(self, path, *, input_dtype="uint8"):
         """Write the fitted model as one ONNX graph: images in, scores out.
@@ -338,6 +342,14 @@ class BaseSoftPatch(BaseEstimator):
         return tags
 
 
+def _validates(step):
+    """Whether ``step`` declares scikit-learn parameter constraints to check
+    (a user's step may not), and validation is not switched off."""
+    if get_config().get("skip_parameter_validation", False):
+        return False
+    return getattr(step, "_parameter_constraints", None) is not None and hasattr(step, "_validate_params")
+
+
 def _robust_threshold(scores):
     """Median + 3 x 1.4826 x MAD: 1.4826 x MAD estimates the standard deviation
     of normally distributed scores, insensitive to a minority of outliers."""
@@ -353,8 +365,8 @@ def _finite_scores(scores):
         # A leave-one-image-out score is infinite when every memory patch
         # comes from the scored image itself (a bank of a few patches).
         msg = (
-            f"{int((~finite).sum())} of {finite.size} in-sample anomaly scores are "
-            "infinite: their training images have no memory patch from another "
+            f"{int((~finite).sum())} of {finite.size} held-out anomaly scores of training "
+            "images are infinite: those images have no memory patch from another "
             "training image (the memory bank holds too few patches; fit more images "
             "or raise memory__sampling_ratio)."
         )

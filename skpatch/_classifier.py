@@ -208,8 +208,7 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
         :func:`skpatch.dask.fit` both end here."""
         anomaly = self._image_anomaly(held_out_maps)
         self.train_scores_ = -anomaly
-        self.contamination_estimate_ = self._contamination_estimate(anomaly)
-        self.offset_ = self._offset(anomaly)
+        self._set_thresholds(anomaly)
 
     def fit_predict(self, X, y=None):
         """Fit, then say which of the training images are anomalous.

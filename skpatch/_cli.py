@@ -408,7 +408,7 @@ def _add_model_arguments(parser):
     parser.add_argument("--threshold", type=float, help="fraction of training patch scores cut as noise (default: 0.15); the default discriminators also remove the cut patches' 8-neighbours (--set denoise__dilation=0 turns that off)")
     parser.add_argument("--method", choices=["lof", "nearest", "gaussian", "softpatch+"], help="noise discriminator score (default: lof)")
     parser.add_argument("--sampling-ratio", type=float, help="memory bank size as a fraction of all patches (default: 0.1)")
-    parser.add_argument("--n-estimators", type=int, help="memory banks in a bagged memory (BaggedCoreset), each of a random share of the training images; 1 = one bank (default: 10 with --segment, else 1)")
+    parser.add_argument("--n-estimators", type=int, help="memory banks in a bagged memory (BaggedCoreset), each of a random share of the training images; 1 = one bank (default: one bank for the classifier, 10 with --segment; --max-samples alone also means 10)")
     parser.add_argument("--max-samples", type=float, help="share of the training images in each bank of a bagged memory (default: 0.2)")
     parser.add_argument("--image-size", type=int, help="CNN input size in pixels (default: 224)")
     parser.add_argument("--contamination", help="'auto' (default) or the expected fraction of anomalous training images")

@@ -172,23 +172,25 @@ class SoftPatchSegmenter(BaseSoftPatch):
         held-out patch maps of a seeded subset of at most 64 training images;
         :meth:`fit` and :func:`skpatch.dask.fit` both end here.
 
-        The maps are read at the featurizer's resolution (the pixel
-        distribution barely depends on the output size, memory does). The
-        pixel threshold is set on each image's largest pixel score: the
+        Each map is read at the training images' resolution, as
+        :meth:`predict` reads test images (the smoothing is in input pixels,
+        so a map's largest value depends on the size), one image at a time.
+        The pixel threshold is set on each image's largest pixel score: the
         share ``contamination`` of the training images (or, for ``"auto"``,
         those beyond the robust 3-sigma rule) would show a defect pixel.
         """
-        pixels = self._to_pixels(held_out_maps, self.pipeline_[0]._image_size())
-        image_anomaly = pixels.reshape(len(pixels), -1).max(axis=1)
-        self.contamination_estimate_ = self._contamination_estimate(image_anomaly)
-        self.offset_ = self._offset(image_anomaly)
+        image_anomaly = np.array(
+            [self._to_pixels(patch_map[None], self.image_size_).max() for patch_map in held_out_maps]
+        )
+        self._set_thresholds(image_anomaly)
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit_predict(self, X, y=None):
         """Fit, then return defect masks of the training images themselves.
 
-        Each training image is scored without its own patches in the memory
-        bank (leave-one-image-out), so its defects cannot match themselves;
+        Each training image is scored without the memory it contributed
+        (out of bag with a :class:`BaggedCoreset`, leave-one-image-out with
+        a :class:`WeightedCoreset`), so its defects cannot match themselves;
         ``fit(X).predict(X)`` would find almost nothing.
 
         Parameters

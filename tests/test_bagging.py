@@ -15,13 +15,24 @@ def _features(n_images=20, n_patches=16, n_dims=8, seed=0):
     return rng.normal(size=(n_images, n_patches, n_dims)).astype(np.float32)
 
 
-@pytest.mark.parametrize("n_images, n_estimators, max_samples", [(20, 5, 0.2), (23, 10, 0.3), (7, 10, 0.1), (9, 3, 1.0)])
-def test_every_image_is_dealt_to_the_same_number_of_members(n_images, n_estimators, max_samples):
-    membership = _deal(n_images, n_estimators, max_samples, np.random.RandomState(0))
-    r = min(n_estimators, max(1, round(max_samples * n_estimators)))
-    np.testing.assert_array_equal(membership.sum(axis=0), r)
-    sizes = membership.sum(axis=1)
-    assert sizes.max() - sizes.min() <= r
+@pytest.mark.parametrize(
+    "n_images, n_estimators, max_samples, r",
+    [(20, 5, 0.2, 1), (23, 10, 0.3, 3), (11, 4, 0.5, 2), (100, 10, 0.45, 5), (9, 3, 1.0, 3), (30, 10, 0.25, 3)],
+)
+def test_every_image_is_dealt_to_the_same_number_of_members(n_images, n_estimators, max_samples, r):
+    for seed in range(50):
+        membership = _deal(n_images, n_estimators, max_samples, np.random.RandomState(seed))
+        np.testing.assert_array_equal(membership.sum(axis=0), r)  # rounded half up
+        sizes = membership.sum(axis=1)
+        assert sizes.max() - sizes.min() <= 2
+
+
+def test_members_without_images_are_left_out_with_a_warning():
+    X = _features(3, 16)
+    with pytest.warns(UserWarning, match="Only 6 of the 10 members"):
+        bag = BaggedCoreset(10, max_samples=0.2, random_state=0).fit(X)
+    assert len(bag.estimators_) == len(bag.estimators_samples_) == 6
+    assert np.isfinite(bag.score_held_out(X, [0, 1, 2])).all()
 
 
 def test_members_add_up_to_one_coreset_of_the_same_ratio():
@@ -137,3 +148,34 @@ def test_bad_bag_parameter_is_refused_before_the_cnn(monkeypatch):
         _small_classifier(memory__n_estimators=0).fit(X)
     with pytest.raises(ValueError, match="threshold"):
         _small_classifier(denoise__threshold=1.5).fit(X)
+
+
+def test_a_user_memory_step_without_constraints_is_accepted():
+    from sklearn.base import BaseEstimator
+
+    class Memory(BaseEstimator):
+        def __init__(self, k=1):
+            self.k = k
+
+        def fit(self, X, y=None):
+            self.n_features_in_ = X.features.shape[2] if hasattr(X, "features") else X.shape[2]
+            return self
+
+        def score_samples(self, X):
+            return -np.abs(X).mean(axis=2)
+
+    X, _, _ = make_defects(6, image_size=32, random_state=0)
+    clf = _small_classifier(memory=Memory())
+    with pytest.warns(UserWarning, match="score_held_out"):
+        clf.fit(X)
+    assert clf.score_samples(X).shape == (6,)
+
+
+def test_contamination_estimate_counts_what_fit_predict_flags():
+    clf = SoftPatchClassifier()
+    anomaly = np.array([1.0, 1.1, 0.9, 1.05, 5.0, np.inf])
+    with pytest.warns(UserWarning, match="infinite") as record:
+        clf._set_thresholds(anomaly)
+    assert len(record) == 1
+    flagged = np.mean(-anomaly - clf.offset_ < 0)
+    assert clf.contamination_estimate_ == pytest.approx(flagged) == pytest.approx(2 / 6)

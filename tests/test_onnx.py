@@ -278,13 +278,13 @@ def test_top_k_image_score_is_exported(data, tmp_path):
     np.testing.assert_allclose(_run(path, X)["scores"], est.score_samples(X), rtol=RTOL)
 
 
-@pytest.mark.parametrize("aggregate", ["median", "mean"])
-def test_bagged_memory_is_exported(data, tmp_path, aggregate):
+@pytest.mark.parametrize("aggregate, n_estimators", [("median", 5), ("median", 4), ("mean", 4)])
+def test_bagged_memory_is_exported(data, tmp_path, aggregate, n_estimators):
     from skpatch import BaggedCoreset
 
     train, X = data
-    # 5 members: an odd count, so the median is the middle member's distance.
-    memory = BaggedCoreset(5 if aggregate == "median" else 4, max_samples=0.4, aggregate=aggregate)
+    # Odd and even counts: numpy's median of an even count averages the two middle ones.
+    memory = BaggedCoreset(n_estimators, max_samples=0.4, aggregate=aggregate)
     est = _small(SoftPatchClassifier, memory=memory).fit(train)
     path = str(tmp_path / "bag.onnx")
     est.export_onnx(path)
