@@ -16,16 +16,13 @@ from ._coreset import WeightedCoreset
 from ._discriminator import NoiseDiscriminator
 from ._featurizer import PatchFeaturizer
 from ._images import check_images
+from ._thresholds import robust_threshold
 
 STEP_NAMES = ("featurizer", "denoise", "memory")
 # sklearn's Pipeline reserves the name "memory" (its caching argument), so the
 # memory step is called "coreset" inside ``pipeline_``.
 PIPELINE_NAMES = {"featurizer": "featurizer", "denoise": "denoise", "memory": "coreset"}
 
-# Robust 3-sigma rule for contamination="auto": 1.4826 * MAD estimates the
-# standard deviation of normally distributed scores.
-_MAD_TO_STD = 1.4826
-_AUTO_N_STD = 3.0
 # offset_ is estimated from the in-sample scores of at most this many training
 # images: scoring costs about as much as the CNN, and a percentile of 64
 # scores is precise enough for a threshold.
@@ -268,7 +265,7 @@ class BaseSoftPatch(BaseEstimator):
         threshold is that rule's for ``contamination="auto"``, else the
         percentile of the finite scores.
         """
-        rule = _robust_threshold if rule is None else rule
+        rule = robust_threshold if rule is None else rule
         image_anomaly = np.asarray(image_anomaly, dtype=np.float64).reshape(-1)
         finite = _finite_scores(image_anomaly)
         auto = rule(finite)
@@ -348,13 +345,6 @@ def _validates(step):
     if get_config().get("skip_parameter_validation", False):
         return False
     return getattr(step, "_parameter_constraints", None) is not None and hasattr(step, "_validate_params")
-
-
-def _robust_threshold(scores):
-    """Median + 3 x 1.4826 x MAD: 1.4826 x MAD estimates the standard deviation
-    of normally distributed scores, insensitive to a minority of outliers."""
-    median = np.median(scores)
-    return median + _AUTO_N_STD * _MAD_TO_STD * np.median(np.abs(scores - median))
 
 
 def _finite_scores(scores):

@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._bagging import BaggedCoreset
 from ._base import BaseSoftPatch
 from ._images import check_images
+from ._thresholds import lower_half_threshold
 
 
 class SoftPatchSegmenter(BaseSoftPatch):
@@ -55,13 +56,16 @@ class SoftPatchSegmenter(BaseSoftPatch):
     contamination : "auto" or float in (0, 0.5], default="auto"
         Sets the pixel threshold :attr:`offset_` used by :meth:`predict`
         from the held-out maps of (a seeded subset of at most 64) training
-        images: each image's largest pixel score is read, and a float is
-        the expected fraction of defective training *images*, the share of
-        them whose largest pixel score lies above the threshold. ``"auto"``
-        puts the threshold three robust standard deviations (1.4826 x MAD)
-        above the median of those largest scores. A normal image then shows
-        no defect pixel, and a defect is outlined where it stands out as
-        much as a defective training image does.
+        images, read at their own size: each image's largest pixel score is
+        taken, and a float is the expected fraction of defective training
+        *images*, the share of them whose largest pixel score lies above the
+        threshold. ``"auto"`` puts the threshold two robust standard
+        deviations above the median of those largest scores, the deviation
+        estimated from the scores below the median (1.4826 x their median
+        distance to it), which defective training images leave unchanged
+        while they are fewer than half. A normal image then shows no defect
+        pixel, and a defect is outlined where it stands out as much as a
+        defective training image does.
 
     cache, random_state, n_jobs, device, verbose
         As in :class:`SoftPatchClassifier`.
@@ -77,8 +81,7 @@ class SoftPatchSegmenter(BaseSoftPatch):
     contamination_estimate_ : float
         Estimated fraction of defective training images: the share of the
         held-out training images (those of the ``offset_`` subset) whose
-        largest pixel score lies more than three robust standard deviations
-        above the median.
+        largest pixel score lies above the ``"auto"`` threshold.
 
     n_train_images_ : int
         Number of training images.
@@ -176,13 +179,17 @@ class SoftPatchSegmenter(BaseSoftPatch):
         :meth:`predict` reads test images (the smoothing is in input pixels,
         so a map's largest value depends on the size), one image at a time.
         The pixel threshold is set on each image's largest pixel score: the
-        share ``contamination`` of the training images (or, for ``"auto"``,
-        those beyond the robust 3-sigma rule) would show a defect pixel.
+        share ``contamination`` of the training images would show a defect
+        pixel, or, for ``"auto"``, those beyond two robust standard
+        deviations above the median, the deviation estimated from the
+        images below the median (which defective images, while fewer than
+        half, leave alone; the 3-sigma rule on the MAD set the threshold
+        too high once a fifth of the images were defective).
         """
         image_anomaly = np.array(
             [self._to_pixels(patch_map[None], self.image_size_).max() for patch_map in held_out_maps]
         )
-        self._set_thresholds(image_anomaly)
+        self._set_thresholds(image_anomaly, rule=lower_half_threshold)
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit_predict(self, X, y=None):
