@@ -7,7 +7,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
-from skpatch import NoiseDiscriminator, SoftPatchClassifier, SoftPatchSegmenter, WeightedCoreset
+from skpatch import BaggedCoreset, NoiseDiscriminator, SoftPatchClassifier, SoftPatchSegmenter, WeightedCoreset
 from skpatch.metrics import image_auroc_scorer
 
 ESTIMATORS = [SoftPatchClassifier, SoftPatchSegmenter]
@@ -34,7 +34,9 @@ def test_nested_params_on_default_steps(cls):
     assert "featurizer__backbone" in params
     est.set_params(denoise__threshold=0.3, memory__sampling_ratio=0.05)
     assert isinstance(est.denoise, NoiseDiscriminator) and est.denoise.threshold == 0.3
-    assert isinstance(est.memory, WeightedCoreset) and est.memory.sampling_ratio == 0.05
+    # The classifier's default memory is one bank, the segmenter's a bagged one.
+    memory = WeightedCoreset if cls is SoftPatchClassifier else BaggedCoreset
+    assert type(est.memory) is memory and est.memory.sampling_ratio == 0.05
     assert cls().denoise is None  # no shared default object was mutated
     cloned = clone(est)
     assert cloned.denoise is not est.denoise and cloned.get_params()["denoise__threshold"] == 0.3
