@@ -254,20 +254,23 @@ def test_fit_predict_finds_defective_training_images(data):
     assert honest > 0.9 and honest > in_sample + 0.05
 
 
-def test_segmenter_fit_predict_masks_training_defects(data):
+@pytest.mark.parametrize("memory", [WeightedCoreset, BaggedCoreset])
+def test_segmenter_fit_predict_masks_training_defects(data, memory):
     train, X, y, masks = data
     batch = np.concatenate([train, X[y == 1][:3]])
-    seg = _small(SoftPatchSegmenter, denoise="passthrough")
+    seg = _small(SoftPatchSegmenter, denoise="passthrough", memory=memory())
     predicted = seg.fit_predict(batch)
     assert predicted.shape == batch.shape[:3] and predicted.dtype == bool
     defect = masks[y == 1][:3]
     honest = predicted[len(train):]
     in_sample = seg.predict(batch[len(train):])
-    # Leave-one-image-out, most defect pixels are found, far more often than
-    # other pixels; in-sample, the defects match themselves and fewer are.
+    # Held out, most defect pixels are found, far more often than other pixels.
     assert honest[defect].mean() > 0.8
     assert honest[defect].mean() > 2 * honest[~defect].mean()
-    assert honest[defect].mean() > in_sample[defect].mean() + 0.1
+    if memory is WeightedCoreset:
+        # In-sample, one bank lets the defects match themselves; the bagged
+        # median ignores the members that hold them, in-sample too.
+        assert honest[defect].mean() > in_sample[defect].mean() + 0.1
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
@@ -350,11 +353,11 @@ def test_offset_ignores_images_without_support_in_the_bank(cls, data):
     # A bank of one patch comes from one image: that image's leave-one-image-out
     # score is infinite; offset_ must stay finite (it was NaN) and say why.
     good = data[0]
-    est = _small(cls).set_params(memory__sampling_ratio=1e-4)
+    est = _small(cls, memory=WeightedCoreset()).set_params(memory__sampling_ratio=1e-4)
     with pytest.warns(UserWarning, match="infinite.*memory__sampling_ratio"):
         est.fit(good[:2])
     assert est.pipeline_[-1].memory_bank_.shape[0] == 1
     assert np.isfinite(est.offset_)
     assert np.isfinite(est.decision_function(good[2:4])).all()
     with pytest.raises(ValueError, match="offset_ cannot be computed"):
-        est._offset(np.full(4, np.inf))
+        est._set_thresholds(np.full(4, np.inf))

@@ -282,4 +282,6 @@ def aupro(masks, anomaly_maps, *, fpr_limit=0.3, num_thresholds=None):
     0.0
     """
     fpr, pro, _ = pro_curve(masks, anomaly_maps, num_thresholds=num_thresholds)
-    return float(_area_up_to(fpr, pro, fpr_limit) / fpr_limit)
+    # The area of a curve bounded by 1 divided by the width it spans: at most
+    # 1, up to the float rounding of the trapezoids (1 + 2e-16 was seen).
+    return float(min(1.0, _area_up_to(fpr, pro, fpr_limit) / fpr_limit))
