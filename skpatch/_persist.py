@@ -379,11 +379,31 @@ def load_with_metadata(path, *, device=None):
         raise ModelFileError(msg) from None
     if not isinstance(estimator, tuple(_trusted_classes()[name] for name in _ESTIMATOR_CLASSES)):
         raise ModelFileError(f"{os.fspath(path)!r} does not hold a SoftPatchClassifier or SoftPatchSegmenter.")
+    _pin_default_steps(estimator)
     if device is not None:
         for obj in reader.created:
             if "device" in obj.get_params(deep=False):
                 obj.device = device
     return estimator, metadata
+
+
+def _pin_default_steps(estimator):
+    """Name the fitted steps where a parameter left at None means another class now.
+
+    A file written when a default step was of another class (the
+    segmenter's memory was a WeightedCoreset before BaggedCoreset became its
+    default) holds ``memory=None`` beside a fitted WeightedCoreset; its
+    ``get_params`` and ``clone`` would then describe the new default. The
+    parameter is set to an unfitted copy of the fitted step instead.
+    """
+    from sklearn.base import clone
+
+    if not hasattr(estimator, "pipeline_"):
+        return
+    for (name, fitted) in zip(("featurizer", "denoise", "memory"), (step for _, step in estimator.pipeline_.steps)):
+        if getattr(estimator, name) is None and not isinstance(fitted, str):
+            if type(fitted) is not type(estimator._default_step(name)):
+                setattr(estimator, name, clone(fitted))
 
 
 # What zipfile raises, besides BadZipFile, on a damaged central directory or

@@ -496,3 +496,23 @@ def test_model_file_error_is_a_value_error():
 def test_trusted_classes_are_exactly_the_listed_ones():
     assert sorted(_trusted_classes()) == sorted(TRUSTED_CLASSES)
     assert NoiseDiscriminator in _trusted_classes().values()
+
+
+def test_a_file_of_an_earlier_default_step_keeps_describing_it(tmp_path):
+    # Files written before BaggedCoreset became the segmenter's default hold
+    # memory=None beside a fitted WeightedCoreset.
+    from sklearn.base import clone
+
+    from skpatch import SoftPatchSegmenter, WeightedCoreset
+    from skpatch.datasets import make_defects
+
+    X, _, _ = make_defects(10, image_size=32, random_state=0)
+    seg = SoftPatchSegmenter(memory=WeightedCoreset(), random_state=0, device="cpu")
+    seg.set_params(featurizer__image_size=32, featurizer__embed_dim=16, denoise__n_neighbors=3).fit(X)
+    seg.memory = None  # as an earlier skpatch wrote it
+    path = str(tmp_path / "old.skpatch")
+    seg.save(path)
+    loaded = skpatch.load(path)
+    assert type(loaded.memory) is WeightedCoreset
+    assert type(clone(loaded).fit(X).named_steps["coreset"]) is WeightedCoreset
+    np.testing.assert_array_equal(loaded.score_samples(X[:2]), seg.score_samples(X[:2]))
