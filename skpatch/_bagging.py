@@ -245,14 +245,17 @@ class BaggedCoreset(BaseEstimator):
         images = np.asarray(images, dtype=np.int64)
         saw = np.stack([_local_index(samples, images) >= 0 for samples in self.estimators_samples_])
         everywhere = saw.all(axis=0)
+        oob = ~everywhere
         anomaly = np.empty((len(self.estimators_), *features.shape[:2]), dtype=np.float32)
         for i, (member, samples) in enumerate(zip(self.estimators_, self.estimators_samples_)):
-            anomaly[i] = -member.score_samples(features)
+            # Each image is searched once per member: out of bag, or without
+            # its own patches where every member holds it.
+            if oob.any():
+                anomaly[i, oob] = -member.score_samples(features[oob] if everywhere.any() else features)
             if everywhere.any():
                 local = _local_index(samples, images[everywhere])
                 anomaly[i, everywhere] = -member.score_held_out(features[everywhere], local)
         out = np.empty(features.shape[:2], dtype=np.float32)
-        oob = ~everywhere
         if oob.any():
             out[oob] = self._combine(anomaly[:, oob], mask=~saw[:, oob])
         if everywhere.any():
@@ -276,6 +279,11 @@ class BaggedCoreset(BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = True
         return tags
+
+
+def memory_members(memory):
+    """The coresets of a fitted memory step: a BaggedCoreset's members, or the step itself."""
+    return list(getattr(memory, "estimators_", [memory]))
 
 
 def _memberships(n_estimators, max_samples):

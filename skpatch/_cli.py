@@ -921,7 +921,9 @@ def describe_model(estimator, metadata, path):
 
 
 def _describe_memory(memory, metadata):
-    members = list(getattr(memory, "estimators_", [memory]))
+    from ._bagging import memory_members
+
+    members = memory_members(memory)
     n_rows = sum(len(m.memory_bank_) for m in members)
     bagged = f" in {len(members)} bagged banks" if hasattr(memory, "estimators_") else ""
     return f"{n_rows} patches x {memory.n_features_in_} features{bagged} (stored as {metadata.get('bank_dtype')})"

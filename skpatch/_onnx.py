@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils.validation import check_is_fitted
 
+from ._bagging import memory_members
+
 # Rows of the memory bank compared with all queries at once: the graph holds
 # an (n_images * n_patches, _BANK_CHUNK) distance block per step, 12.5 MB per
 # image at 784 patches.
@@ -134,7 +136,7 @@ class _ScoreGraph(torch.nn.Module):
         self.half = featurizer.feature_dtype == "float16"
         # One bank, or a BaggedCoreset's members one after the other: each
         # member's nearest patch is searched within its own rows.
-        members = _memory_members(coreset)
+        members = memory_members(coreset)
         self.aggregate_members = getattr(coreset, "aggregate", None)
         bank = torch.from_numpy(np.concatenate([np.asarray(m.memory_bank_, dtype=np.float32) for m in members]))
         self.register_buffer("bank", bank)
@@ -205,11 +207,6 @@ class _ScoreGraph(torch.nn.Module):
                 best = torch.where(better, value, best)
                 best_index = torch.where(better, index, best_index)
         return best, best_index
-
-
-def _memory_members(memory):
-    """The coresets of a memory step: a BaggedCoreset's members, or the step itself."""
-    return list(getattr(memory, "estimators_", [memory]))
 
 
 def _pixel_matrices(segmenter, grid, size):
@@ -288,7 +285,7 @@ def _check_exportable(estimator, input_dtype):
             "search='exact' and can differ from this model's score_samples."
         )
         warnings.warn(msg, UserWarning, stacklevel=3)
-    n_rows = sum(len(m.memory_bank_) for m in _memory_members(coreset))
+    n_rows = sum(len(m.memory_bank_) for m in memory_members(coreset))
     n_bytes = 4 * n_rows * coreset.n_features_in_ + sum(
         p.numel() * p.element_size() for p in featurizer.backbone_.parameters()
     )
@@ -328,7 +325,7 @@ def _metadata(estimator, input_dtype, output_names):
             + (" (per pixel for maps)" if segmenter else "")
         ),
         "skpatch.memory_bank": json.dumps(
-            [sum(len(m.memory_bank_) for m in _memory_members(estimator.pipeline_[-1])),
+            [sum(len(m.memory_bank_) for m in memory_members(estimator.pipeline_[-1])),
              int(estimator.pipeline_[-1].n_features_in_)]
         ),
     }
