@@ -6,8 +6,7 @@ a :class:`~sklearn.pipeline.Pipeline` of :class:`PatchFeaturizer`,
 :class:`NoiseDiscriminator` and :class:`WeightedCoreset`.
 """
 
-__version__ = "0.1.0.dev0"
-
+from ._version import __version__  # noqa: F401
 from ._audit import audit_training_set
 from ._backbones import WeightsUnavailableError
 from ._bagging import BaggedCoreset
@@ -19,6 +18,12 @@ from ._onnx import export_onnx
 from ._patches import WeightedPatches
 from ._persist import ModelFileError, load
 from ._segmenter import SoftPatchSegmenter
+from . import _base, _persist
+
+# The model-file module creates the estimators when it loads a file, so it
+# sits above them and they cannot import it (docs/design.rst): their save
+# method calls the writer handed down here, before any estimator can exist.
+_base.MODEL_FILE_WRITER["save"] = _persist.save
 
 __all__ = [
     "BaggedCoreset",

@@ -16,6 +16,7 @@ from ._coreset import WeightedCoreset
 from ._discriminator import NoiseDiscriminator
 from ._featurizer import PatchFeaturizer
 from ._images import check_images
+from ._onnx import export_onnx
 from ._thresholds import robust_threshold
 
 STEP_NAMES = ("featurizer", "denoise", "memory")
@@ -27,6 +28,12 @@ PIPELINE_NAMES = {"featurizer": "featurizer", "denoise": "denoise", "memory": "c
 # images: scoring costs about as much as the CNN, and a percentile of 64
 # scores is precise enough for a threshold.
 _OFFSET_MAX_IMAGES = 64
+
+#: What :meth:`BaseSoftPatch.save` calls: :func:`skpatch._persist.save`, put
+#: here by ``skpatch/__init__.py``, which Python runs before any module of the
+#: package. The model-file module creates the estimators when it loads a
+#: file, so importing it from here would close an import cycle.
+MODEL_FILE_WRITER = {}
 
 
 class BaseSoftPatch(BaseEstimator):
@@ -294,8 +301,6 @@ class BaseSoftPatch(BaseEstimator):
         metadata : dict of str to str
             The metadata stored in the file.
         """
-        from ._onnx import export_onnx
-
         return export_onnx(self, path, input_dtype=input_dtype)
 
     def save(self, path, *, bank_dtype="float32"):
@@ -321,9 +326,7 @@ class BaseSoftPatch(BaseEstimator):
             If a parameter or fitted attribute has a type the format cannot
             store (the message names it).
         """
-        from ._persist import save
-
-        save(self, path, bank_dtype=bank_dtype)
+        MODEL_FILE_WRITER["save"](self, path, bank_dtype=bank_dtype)
 
     @property
     def named_steps(self):

@@ -114,7 +114,7 @@ def _one_line(exc):
 
 
 def _build_parser():
-    from . import __version__
+    from ._version import __version__
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages on stderr")

@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import DEFAULT_BACKBONE, build_backbone
 from ._device import DEVICE_HELP, resolve_device
+from ._embedding import INPUT_NAME, ExportablePatchEmbedding, PatchEmbedding, feature_session
 from ._images import check_images
 from ._prefetch import prefetch_map
 from ._progress import progress
@@ -290,38 +291,44 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         return device
 
     def _embed(self, batch, model):
-        """(b, 3, H, W) in [0, 1] -> (b, h * w, embed_dim) float32 tensor."""
+        """(b, 3, H, W) in [0, 1] -> (b, h * w, embed_dim) float32 tensor.
+
+        The batch is resized to ``image_size`` here, by torch, for both
+        engines; the rest is the patch embedding (:mod:`skpatch._embedding`).
+        ``_embed`` and ``_maps`` are the seams that ``benchmarks/engines.py``
+        times and replaces.
+        """
         size = self._image_size()
         if tuple(batch.shape[-2:]) != size:
             batch = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
         if self.engine == "onnxruntime":
             return self._onnxruntime_features(batch)
-        maps = self._maps(batch, model)
-        grid = maps[0].shape[-2:]
-        dim_per_stage = self.embed_dim // len(maps)
-        pooled = []
-        for fmap in maps:
-            if self.patch_size > 1:
-                # Local aggregation; count_include_pad=False keeps borders unbiased.
-                fmap = F.avg_pool2d(
-                    fmap, self.patch_size, stride=1, padding=self.patch_size // 2,
-                    count_include_pad=False,
-                )
-            if fmap.shape[-2:] != grid:
-                fmap = F.interpolate(fmap, size=grid, mode="bilinear", align_corners=False)
-            b, c, h, w = fmap.shape
-            flat = fmap.permute(0, 2, 3, 1).reshape(b * h * w, 1, c)
-            pooled.append(F.adaptive_avg_pool1d(flat, dim_per_stage).reshape(b, h * w, dim_per_stage))
-        return torch.cat(pooled, dim=-1)
+        return self._embedding(model).pool(self._maps(batch, model))
+
+    def _embedding(self, model=None, input_size=None):
+        """The fitted patch embedding, as a torch module.
+
+        ``model`` is the backbone to run (default: :attr:`backbone_`). With
+        ``input_size``, the :class:`~skpatch._embedding.ExportablePatchEmbedding`
+        of images of that size, which the onnxruntime engine and the ONNX
+        export (:mod:`skpatch._onnx`) run.
+        """
+        params = {
+            "mean": self.mean_, "std": self.std_, "stages": self.stages_,
+            "patch_size": self.patch_size, "embed_dim": self.embed_dim,
+        }
+        model = self.backbone_ if model is None else model
+        if input_size is None:
+            return PatchEmbedding(model, **params)
+        return ExportablePatchEmbedding(model, image_size=self._image_size(), input_size=input_size, **params)
 
     def _onnxruntime_features(self, batch):
-        """The rest of ``_embed`` in onnxruntime; the session is built on first use."""
-        from ._onnx import INPUT_NAME, _feature_session
-
+        """The patch embedding of a resized batch in onnxruntime; the session is built on first use."""
         threads = torch.get_num_threads()  # n_jobs, inside transform's torch_threads
         session = self.__dict__.get("_session")
         if session is None or session[0] != threads:
-            self._session = session = (threads, _feature_session(self, threads))
+            embedding = self._embedding(input_size=self._image_size())
+            self._session = session = (threads, feature_session(embedding, threads))
         return torch.from_numpy(session[1].run(None, {INPUT_NAME: batch.numpy()})[0])
 
     def __getstate__(self):
@@ -331,12 +338,8 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         return state
 
     def _maps(self, batch, model):
-        mean = torch.tensor(self.mean_, device=batch.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std_, device=batch.device).view(1, 3, 1, 1)
-        return model.forward_intermediates(
-            ((batch - mean) / std).contiguous(memory_format=torch.channels_last),
-            indices=list(self.stages_), intermediates_only=True,
-        )
+        """The backbone's intermediate maps of a batch at ``image_size``."""
+        return self._embedding(model).feature_maps(batch)
 
     def _image_size(self):
         size = self.image_size

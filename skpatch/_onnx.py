@@ -5,27 +5,34 @@ scores, so that it runs under onnxruntime (or any ONNX runtime) with neither
 skpatch nor torch installed. Every linear resampling step (the antialiased
 resize of the input, the upsampling of the coarse feature map, the channel
 pooling, the segmenter's upsampling and Gaussian smoothing) is written as a
-product with a constant matrix whose entries are computed here by the very
+product with a constant matrix whose entries are computed by the very
 function skpatch uses at prediction time (torch's ``interpolate`` and
 ``adaptive_avg_pool1d``, scipy's ``gaussian_filter1d``) applied to an identity
-matrix: the graph then differs from skpatch only by float32 rounding, whatever
-a runtime's own ``Resize`` does (onnxruntime's antialiased ``Resize``, from
-opset 18, differs from torch's by up to 2e-5 on [0, 1] images).
-
-The same feature graph, exported at the featurizer's ``image_size``, is the
+matrix: the graph then differs from skpatch only by float32 rounding. The
+features are the featurizer's own patch embedding in its exportable form
+(:mod:`skpatch._embedding`), which is also the
 ``PatchFeaturizer(engine="onnxruntime")`` backend.
+
+The export reads an estimator through its fitted ``pipeline_``, ``offset_``
+and ``image_size_``, the classifier's ``_image_scores_from_patch_map`` (which
+it traces) and the segmenter's ``_to_pixels`` and ``sigma`` (whose
+upsampling and smoothing it writes as matrices), never through its class:
+the estimators import this module for their ``export_onnx`` method.
 """
 
-import io
 import json
 import warnings
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.utils.validation import check_is_fitted
 
-from ._bagging import memory_members
+from ._bagging import BaggedCoreset, memory_members
+from ._coreset import WeightedCoreset
+from ._discriminator import NoiseDiscriminator
+from ._embedding import INPUT_NAME, export_module, interp_matrix
+from ._featurizer import PatchFeaturizer
+from ._version import __version__
 
 # Rows of the memory bank compared with all queries at once: the graph holds
 # an (n_images * n_patches, _BANK_CHUNK) distance block per step, 12.5 MB per
@@ -35,23 +42,6 @@ _BANK_CHUNK = 4096
 _RERANK = 4
 # Protobuf's limit on one ONNX file.
 _MAX_ONNX_BYTES = 2**31 - 1
-# Opset 17: onnxruntime >= 1.13, OpenVINO and most edge runtimes read it.
-_OPSET = 17
-INPUT_NAME = "images"
-
-
-def _interp_matrix(n_in, n_out, antialias):
-    """(n_out, n_in) matrix of torch's bilinear resize along one axis."""
-    # Resizing the rows of an identity image gives the matrix itself.
-    basis = torch.eye(n_in, dtype=torch.float32)[None, None]
-    out = F.interpolate(basis, size=(n_out, n_in), mode="bilinear", align_corners=False, antialias=antialias)
-    return out[0, 0].contiguous()
-
-
-def _channel_pool_matrix(n_channels, n_out):
-    """(n_channels, n_out) matrix of ``F.adaptive_avg_pool1d`` over channels."""
-    basis = torch.eye(n_channels, dtype=torch.float32).reshape(n_channels, 1, n_channels)
-    return F.adaptive_avg_pool1d(basis, n_out)[:, 0, :].contiguous()
 
 
 def _smoothing_matrix(n, sigma):
@@ -59,61 +49,6 @@ def _smoothing_matrix(n, sigma):
     from scipy.ndimage import gaussian_filter1d
 
     return gaussian_filter1d(np.eye(n), sigma=sigma, axis=0, truncate=4.0, mode="reflect")
-
-
-class _FeatureGraph(torch.nn.Module):
-    """(n, 3, H, W) float in [0, 1] -> (n, h * w, embed_dim), as ``PatchFeaturizer._embed``.
-
-    ``input_size`` is fixed: the resize to ``image_size`` is a pair of constant
-    matrices (none when the sizes agree).
-    """
-
-    def __init__(self, featurizer, input_size):
-        super().__init__()
-        self.backbone = featurizer.backbone_
-        self.stages = list(featurizer.stages_)
-        self.patch_size = int(featurizer.patch_size)
-        self.register_buffer("mean", torch.tensor(featurizer.mean_).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(featurizer.std_).view(1, 3, 1, 1))
-        size = featurizer._image_size()
-        self._resize_rows = tuple(input_size)[0] != size[0]
-        self._resize_cols = tuple(input_size)[1] != size[1]
-        # Only the axes that change are resampled: torch's identity pass
-        # along an unchanged axis multiplies by exactly 1.
-        self.register_buffer("resize_rows", _interp_matrix(input_size[0], size[0], antialias=True))
-        self.register_buffer("resize_cols", _interp_matrix(input_size[1], size[1], antialias=True).T.contiguous())
-        with torch.inference_mode():
-            maps = featurizer._maps(torch.zeros((1, 3, *size)), featurizer.backbone_)
-        grid = tuple(maps[0].shape[-2:])
-        dim = featurizer.embed_dim // len(maps)
-        self._upsample = []
-        for i, fmap in enumerate(maps):
-            shape = tuple(fmap.shape[-2:])
-            self._upsample.append(shape != grid)
-            self.register_buffer(f"up_rows_{i}", _interp_matrix(shape[0], grid[0], antialias=False))
-            self.register_buffer(f"up_cols_{i}", _interp_matrix(shape[1], grid[1], antialias=False).T.contiguous())
-            self.register_buffer(f"pool_{i}", _channel_pool_matrix(fmap.shape[1], dim))
-
-    def forward(self, images):
-        if self._resize_rows:
-            images = torch.matmul(self.resize_rows, images)
-        if self._resize_cols:
-            images = torch.matmul(images, self.resize_cols)
-        maps = self.backbone.forward_intermediates(
-            (images - self.mean) / self.std, indices=self.stages, intermediates_only=True
-        )
-        pooled = []
-        for i, fmap in enumerate(maps):
-            if self.patch_size > 1:
-                fmap = F.avg_pool2d(
-                    fmap, self.patch_size, stride=1, padding=self.patch_size // 2, count_include_pad=False
-                )
-            if self._upsample[i]:
-                fmap = torch.matmul(torch.matmul(getattr(self, f"up_rows_{i}"), fmap), getattr(self, f"up_cols_{i}"))
-            b, c, h, w = fmap.shape
-            flat = fmap.permute(0, 2, 3, 1).reshape(b, h * w, c)
-            pooled.append(torch.matmul(flat, getattr(self, f"pool_{i}")))
-        return torch.cat(pooled, dim=-1)
 
 
 class _ScoreGraph(torch.nn.Module):
@@ -130,7 +65,7 @@ class _ScoreGraph(torch.nn.Module):
         bank_chunk = _BANK_CHUNK if bank_chunk is None else bank_chunk
         featurizer, coreset = estimator.pipeline_[0], estimator.pipeline_[-1]
         self.input_size = tuple(int(s) for s in estimator.image_size_)
-        self.features = _FeatureGraph(featurizer, self.input_size)
+        self.features = featurizer._embedding(input_size=self.input_size)
         self.uint8 = input_dtype == "uint8"
         self.grid = tuple(int(s) for s in featurizer.feature_shape_)
         self.half = featurizer.feature_dtype == "float16"
@@ -218,42 +153,14 @@ def _pixel_matrices(segmenter, grid, size):
     """
     mats = []
     for n_in, n_out in zip(grid, size):
-        matrix = _interp_matrix(n_in, n_out, antialias=False).double().numpy()
+        matrix = interp_matrix(n_in, n_out, antialias=False).double().numpy()
         if segmenter.sigma > 0:
             matrix = _smoothing_matrix(n_out, segmenter.sigma) @ matrix
         mats.append(torch.from_numpy(matrix.astype(np.float32)))
     return mats[0], mats[1].T.contiguous()
 
 
-def _feature_session(featurizer, n_threads):
-    """An onnxruntime session: resized (n, 3, h, w) batches in [0, 1] -> features."""
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        msg = (
-            "PatchFeaturizer(engine='onnxruntime') needs the onnxruntime package: "
-            "pip install 'skpatch[export]' (or onnxruntime alone), or use engine='torch'."
-        )
-        raise ImportError(msg) from exc
-    size = featurizer._image_size()
-    graph = _FeatureGraph(featurizer, size).eval()
-    model = _export(graph, torch.zeros((2, 3, *size)), ["features"])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(n_threads)
-    options.inter_op_num_threads = 1
-    # Idle onnxruntime threads would otherwise spin after each batch, taking
-    # the cores that decoding and the search need; a batch runs long enough
-    # for the wake-up to cost nothing.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
 def _check_exportable(estimator, input_dtype):
-    from ._bagging import BaggedCoreset
-    from ._coreset import WeightedCoreset
-    from ._discriminator import NoiseDiscriminator
-    from ._featurizer import PatchFeaturizer
-
     check_is_fitted(estimator, ("pipeline_", "offset_"))
     if input_dtype not in ("uint8", "float32"):
         raise ValueError(f"input_dtype must be 'uint8' or 'float32'; got {input_dtype!r}.")
@@ -299,8 +206,6 @@ def _check_exportable(estimator, input_dtype):
 
 
 def _metadata(estimator, input_dtype, output_names):
-    from . import __version__
-
     height, width = (int(s) for s in estimator.image_size_)
     segmenter = hasattr(estimator, "_to_pixels")
     grid = tuple(int(s) for s in estimator.pipeline_[0].feature_shape_)
@@ -416,7 +321,7 @@ def export_onnx(estimator, path, *, input_dtype="uint8"):
     height, width = graph.input_size
     example = torch.zeros((2, height, width, 3), dtype=torch.uint8 if input_dtype == "uint8" else torch.float32)
     output_names = ["maps", "scores", "patch_scores"] if graph.segmenter else ["scores", "patch_scores"]
-    model = onnx.load_from_string(_export(graph, example, output_names))
+    model = onnx.load_from_string(export_module(graph, example, output_names))
     metadata = _metadata(estimator, input_dtype, output_names)
     del model.metadata_props[:]
     for key, value in metadata.items():
@@ -443,51 +348,3 @@ def _summary(path, metadata):
         f"({', '.join(str(d) for d in source['shape'])}) {source['layout']} {source['range']}; "
         f"outputs {outputs}, higher = more normal; offset {metadata['skpatch.offset']}"
     )
-
-
-def _export(module, example, output_names):
-    """Serialized ONNX model of ``module`` with a dynamic batch axis.
-
-    torch's TorchScript exporter takes under a second for a backbone (the
-    dynamo exporter, 5-10 s); it is tried first and the dynamo exporter
-    (which needs ``onnxscript``) is the fallback for torch versions without it.
-    """
-    try:
-        return _export_torchscript(module, example, output_names)
-    except Exception as exc:  # removed or failing TorchScript exporter
-        try:
-            return _export_dynamo(module, example, output_names)
-        except Exception as dynamo_exc:
-            raise dynamo_exc from exc
-
-
-def _export_torchscript(module, example, output_names):
-    buffer = io.BytesIO()
-    axes = {name: {0: "n"} for name in (INPUT_NAME, *output_names)}
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, (example,), buffer, dynamo=False, opset_version=_OPSET, input_names=[INPUT_NAME],
-            output_names=list(output_names), dynamic_axes=axes,
-        )
-    return buffer.getvalue()
-
-
-def _export_dynamo(module, example, output_names):
-    batch = torch.export.Dim("n", min=1)
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")
-        # The exporter reports its progress on stdout.
-        with _quiet_stdout():
-            program = torch.onnx.export(
-                module, (example,), dynamo=True, opset_version=max(_OPSET, 18), input_names=[INPUT_NAME],
-                output_names=list(output_names), dynamic_shapes=({0: batch},), external_data=False,
-                verbose=False,
-            )
-    return program.model_proto.SerializeToString()
-
-
-def _quiet_stdout():
-    import contextlib
-
-    return contextlib.redirect_stdout(io.StringIO())

@@ -44,6 +44,8 @@ import zlib
 import numpy as np
 import torch
 
+from ._version import __version__
+
 FORMAT = "skpatch-model"
 FORMAT_VERSION = 1
 _JSON_MEMBER = "skpatch.json"
@@ -108,8 +110,6 @@ _STORABLE = (
 def save(estimator, path, *, bank_dtype="float32"):
     """Write a fitted estimator to ``path``; see :meth:`BaseSoftPatch.save`."""
     from sklearn.utils.validation import check_is_fitted
-
-    from . import __version__
 
     if bank_dtype not in ("float32", "float16"):
         raise ValueError(f"bank_dtype must be 'float32' or 'float16'; got {bank_dtype!r}.")
@@ -459,8 +459,6 @@ def _read_json(archive, path):
 
 
 def _check_document(document, path):
-    from . import __version__
-
     if not isinstance(document, dict) or not isinstance(document.get("metadata"), dict):
         raise ModelFileError(f"{path!r} is not a skpatch model file: no metadata.")
     metadata, tree = document["metadata"], document.get("tree")
