@@ -4,6 +4,8 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from sklearn import get_config
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
@@ -368,6 +370,16 @@ def _finite_scores(scores):
         warnings.warn(msg + " offset_ is computed from the finite scores only.", UserWarning)
         scores = scores[finite]
     return scores
+
+
+def upsample_patch_maps(patch_maps, size):
+    """Patch maps (n, h, w) bilinearly upsampled to pixel maps (n, *size), float32.
+
+    How both estimators read patch scores at the pixels: the segmenter
+    smooths the result, the classifier's :meth:`anomaly_maps` does not.
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(patch_maps, dtype=np.float32))[:, None]
+    return F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)[:, 0].numpy()
 
 
 def _warn_far_size(size, train_size):

@@ -8,7 +8,7 @@ from sklearn.base import OutlierMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import BaseSoftPatch
+from ._base import BaseSoftPatch, upsample_patch_maps
 from ._images import check_images
 
 
@@ -250,6 +250,49 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
         """
         check_is_fitted(self, "pipeline_")
         return -self._image_anomaly(self._patch_anomaly(check_images(X)))
+
+    def anomaly_maps(self, X, *, return_scores=False):
+        """Patch anomaly at each pixel (higher = more anomalous): where a score comes from.
+
+        The weighted patch distances that :meth:`score_samples` aggregates,
+        bilinearly upsampled to each image's resolution and not smoothed
+        (the classifier has no ``sigma``; :class:`SoftPatchSegmenter` is
+        the estimator made for maps). With ``image_score_k=1`` an image's
+        anomaly score is the largest patch distance, which the map reaches
+        at most.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W[, C]) or list
+            Test images, all of one size.
+        return_scores : bool, default=False
+            Also return the image anomaly scores, ``-score_samples(X)``,
+            from the same pass over the images.
+
+        Returns
+        -------
+        maps : ndarray of shape (n_images, H, W), float32
+        scores : ndarray of shape (n_images,)
+            Only with ``return_scores``.
+
+        Examples
+        --------
+        >>> from skpatch import SoftPatchClassifier
+        >>> from skpatch.datasets import make_defects
+        >>> X, y, _ = make_defects(16, image_size=64, defect_ratio=0.25, random_state=0)
+        >>> clf = SoftPatchClassifier(random_state=0).set_params(
+        ...     featurizer__image_size=64, featurizer__embed_dim=64, denoise__n_neighbors=4)
+        >>> maps, scores = clf.fit(X[y == 0]).anomaly_maps(X[:2], return_scores=True)
+        >>> maps.shape, bool((scores == -clf.score_samples(X[:2])).all())
+        ((2, 64, 64), True)
+        """
+        check_is_fitted(self, "pipeline_")
+        images = check_images(X)
+        patch_maps = self._patch_anomaly(images)
+        maps = upsample_patch_maps(patch_maps, images.image_size)
+        if return_scores:
+            return maps, self._image_anomaly(patch_maps)
+        return maps
 
     def _image_scores_from_patch_map(self, patch_maps):
         """Image anomaly scores (n,) from patch anomaly maps (n, h, w), torch tensors.

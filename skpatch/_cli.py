@@ -359,35 +359,23 @@ def _same_size_runs(chunk):
 
 def _score_group(estimator, images, need_maps):
     """Per-image results for images of one size (one pass of the CNN)."""
-    if _is_segmenter(estimator):
-        normal = estimator.score_samples(images)
-        masks = normal - estimator.offset_ < 0  # SoftPatchSegmenter.predict
-        maps = -normal
-        scores = maps.reshape(len(maps), -1).max(axis=1)
+    segmenter = _is_segmenter(estimator)
+    if segmenter or need_maps:
+        maps, scores = estimator.anomaly_maps(images, return_scores=True)
+    else:
+        scores = -estimator.score_samples(images)
+        maps = [None] * len(images)
+    if segmenter:
+        masks = -maps - estimator.offset_ < 0  # predict: decision_function < 0
         anomalous = masks.any(axis=(1, 2))
     else:
-        if need_maps:
-            patch_maps = estimator._patch_anomaly(images)
-            scores = estimator._image_anomaly(patch_maps)  # -score_samples
-            maps = _upsample(patch_maps, images[0].shape[:2])
-            masks = maps > -estimator.offset_
-        else:
-            scores = -estimator.score_samples(images)
-            maps = masks = [None] * len(images)
-        anomalous = -scores - estimator.offset_ < 0  # SoftPatchClassifier.predict == -1
+        # The classifier's pixels whose patch anomaly is past its image threshold.
+        masks = maps > -estimator.offset_ if need_maps else maps
+        anomalous = -scores - estimator.offset_ < 0  # predict == -1
     return [
         {"score": float(s), "anomalous": bool(a), "map": m, "mask": k}
         for s, a, m, k in zip(scores, anomalous, maps, masks)
     ]
-
-
-def _upsample(patch_maps, size):
-    """Bilinear upsampling of (n, h, w) patch maps to ``size``, as the segmenter does."""
-    import torch
-    import torch.nn.functional as F
-
-    tensor = torch.from_numpy(np.ascontiguousarray(patch_maps, dtype=np.float32))[:, None]
-    return F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)[:, 0].numpy()
 
 
 # -- fit ------------------------------------------------------------------------

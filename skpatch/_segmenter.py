@@ -3,15 +3,13 @@
 from numbers import Real
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ._bagging import BaggedCoreset
-from ._base import BaseSoftPatch
+from ._base import BaseSoftPatch, upsample_patch_maps
 from ._images import check_images
 from ._thresholds import lower_half_threshold
 
@@ -234,19 +232,31 @@ class SoftPatchSegmenter(BaseSoftPatch):
         images = check_images(X)
         return -self._to_pixels(self._patch_anomaly(images), images.image_size)
 
-    def anomaly_maps(self, X):
+    def anomaly_maps(self, X, *, return_scores=False):
         """Anomaly maps (higher = more anomalous), i.e. ``-score_samples(X)``.
 
         Parameters
         ----------
-        X : ndarray of shape (n_images, H, W, C) or list
+        X : ndarray of shape (n_images, H, W[, C]) or list
             Test images, all of one size.
+        return_scores : bool, default=False
+            Also return each image's anomaly score, the largest value of its
+            map (the image score that skpatch's image-level scorers and the
+            ONNX export's ``scores`` read from a segmenter).
 
         Returns
         -------
         maps : ndarray of shape (n_images, H, W), float32
+            The upsampled, smoothed weighted patch distances.
+        scores : ndarray of shape (n_images,), float32
+            Only with ``return_scores``.
         """
-        return -self.score_samples(X)
+        check_is_fitted(self, "pipeline_")
+        images = check_images(X)
+        maps = self._to_pixels(self._patch_anomaly(images), images.image_size)
+        if return_scores:
+            return maps, maps.reshape(len(maps), -1).max(axis=1)
+        return maps
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative on predicted defect pixels.
@@ -280,10 +290,7 @@ class SoftPatchSegmenter(BaseSoftPatch):
 
     def _to_pixels(self, patch_maps, size):
         """Upsample (n, h, w) patch maps to ``size`` and smooth them."""
-        maps = F.interpolate(
-            torch.from_numpy(np.ascontiguousarray(patch_maps, dtype=np.float32))[:, None],
-            size=tuple(size), mode="bilinear", align_corners=False,
-        )[:, 0].numpy()
+        maps = upsample_patch_maps(patch_maps, size)
         if self.sigma > 0:
             for i in range(len(maps)):
                 # truncate=4 gives PatchCore's 33 px kernel for sigma=4.

@@ -134,7 +134,7 @@ CASES = [
         _images,
         lambda est, X: est.score_samples(X),
         lambda est: {"train_scores_": est.train_scores_, "offset_": est.offset_},
-        ("score_samples", "decision_function", "predict"),
+        ("score_samples", "decision_function", "predict", "anomaly_maps"),
         True,
     ),
     Case(

@@ -125,6 +125,33 @@ def test_noisy_training_softpatch_beats_patchcore(data):
     assert image_auroc_scorer(soft, X, y) > image_auroc_scorer(core, X, y) + 0.1
 
 
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_anomaly_maps_and_their_scores(cls, data):
+    """anomaly_maps is public on both estimators (the command line reads maps
+    and scores from one call): maps at the input's size, scores as
+    score_samples reads them."""
+    import torch
+    import torch.nn.functional as F
+
+    train, X, _, _ = data
+    est = _small(cls).fit(train)
+    big = np.repeat(np.repeat(X[:3], 2, axis=1), 2, axis=2)[:, :96, :112]
+    maps, scores = est.anomaly_maps(big, return_scores=True)
+    np.testing.assert_array_equal(est.anomaly_maps(big), maps)
+    assert maps.shape == (3, 96, 112) and maps.dtype == np.float32
+    if cls is SoftPatchSegmenter:
+        np.testing.assert_array_equal(maps, -est.score_samples(big))
+        np.testing.assert_array_equal(scores, maps.reshape(3, -1).max(axis=1))
+    else:
+        np.testing.assert_array_equal(scores, -est.score_samples(big))
+        # The patch anomaly, bilinearly upsampled and not smoothed: its
+        # largest value is at most the image score (image_score_k=1).
+        assert (maps.reshape(3, -1).max(axis=1) <= scores).all()
+        patch = -est.pipeline_[-1].score_samples(est.pipeline_[:-1].transform(big)).reshape(3, 8, 8)
+        expected = F.interpolate(torch.from_numpy(patch)[:, None], size=(96, 112), mode="bilinear")[:, 0]
+        np.testing.assert_allclose(maps, expected.numpy(), rtol=1e-6)
+
+
 def test_passthrough_is_plain_patchcore(data):
     train, X, _, _ = data
     clf = _small(SoftPatchClassifier, denoise="passthrough").fit(train)
