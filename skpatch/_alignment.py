@@ -40,14 +40,44 @@ def estimate_shifts(Z, grid_shape, max_shift):
         aligned by the previous pass) over the positions that every shift
         keeps inside the grid; ties go to the smallest shift (zero first).
     """
-    n_images = Z.shape[0]
+    return align(
+        Z.shape[0], grid_shape, max_shift,
+        median=lambda shifts: position_median(shift_grids(Z, shifts, grid_shape)),
+        best=lambda template, candidates: best_shifts(Z, template, grid_shape, candidates),
+    )
+
+
+def align(n_images, grid_shape, max_shift, *, median, best):
+    """The passes of :func:`estimate_shifts`, wherever the grids are held.
+
+    :func:`estimate_shifts` runs them on one tensor; :mod:`skpatch.dask`
+    runs them on grids spread over workers (the median on position chunks,
+    the best shifts on image chunks).
+
+    Parameters
+    ----------
+    n_images : int
+    grid_shape : tuple of (int, int)
+    max_shift : int
+    median : callable
+        ``median(shifts)``: :func:`position_median` of the grids shifted by
+        ``shifts`` (:func:`shift_grids`), a tensor ``(n_patches, n_dims)``.
+    best : callable
+        ``best(template, candidates)``: :func:`best_shifts` of every image,
+        an ndarray ``(n_images, 2)``.
+
+    Returns
+    -------
+    shifts : ndarray of shape (n_images, 2), dtype int
+        As :func:`estimate_shifts`.
+    """
     shifts = np.zeros((n_images, 2), dtype=np.int64)
     candidates = shift_candidates(grid_shape, max_shift)
     if len(candidates) == 1:
         return shifts
     for _ in range(N_PASSES):
-        template = inner_template(position_median(shift_grids(Z, shifts, grid_shape)), grid_shape, max_shift)
-        shifts = best_shifts(Z, template, grid_shape, candidates)
+        template = inner_template(median(shifts), grid_shape, max_shift)
+        shifts = best(template, candidates)
     return shifts
 
 

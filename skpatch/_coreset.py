@@ -5,12 +5,12 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn import get_config
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._chunking import rows_per_chunk
 from ._device import resolve_device
 from ._ivf import InvertedLists, build_ivf, default_n_lists
 from ._kcenter import greedy_kcenter
@@ -141,6 +141,11 @@ class WeightedCoreset(BaseEstimator):
     (5x faster than brute force); on test patches far from every memory
     patch, fewer lists can be ruled out (2-3x on the synthetic set).
 
+    :meth:`fit` runs public phases, which :func:`skpatch.dask.fit` runs on
+    partitions of the patches (a composable coreset): :meth:`bank_size`,
+    :meth:`projection_matrix` and :meth:`project`, :meth:`select`, and
+    :meth:`set_memory_bank`, which stores the bank and builds its index.
+
     Examples
     --------
     >>> import numpy as np
@@ -210,28 +215,151 @@ class WeightedCoreset(BaseEstimator):
         candidates = np.flatnonzero(kept.reshape(-1))
         if candidates.size == 0:
             raise ValueError(ALL_REMOVED)
-        # The 1e-9 keeps 0.05 * 60 from rounding up to 4 through float error.
-        n_select = min(candidates.size, max(1, math.ceil(self.sampling_ratio * n_images * n_patches - 1e-9)))
+        n_select = self.bank_size(n_images, n_patches, candidates.size)
         rng = check_random_state(self.random_state)
         flat = features.reshape(-1, n_features)
         with torch_threads(self.n_jobs):
-            points = self._project(flat, candidates, rng)
-            bar = progress(range(n_select), enabled=self.verbose > 0, total=n_select, desc="coreset")
-            chosen = greedy_kcenter(
-                points, n_select, n_cells=self._n_cells(candidates.size), rng=rng,
-                progress=(lambda k: bar.update(k)) if self.verbose > 0 else None,
-            )
+            points = self.project(flat, candidates, self.projection_matrix(n_features, rng))
+            chosen = self.select(points, n_select, rng)
         indices = candidates[chosen]
-        return self._set_memory_bank(indices, flat[indices], weights.reshape(-1)[indices], n_patches, rng)
+        return self.set_memory_bank(indices, flat[indices], weights.reshape(-1)[indices], n_patches, rng)
 
-    def _set_memory_bank(self, sample_indices, bank, weights, n_patches, rng):
-        """Store the selected patches as the fitted bank and build its search index.
+    # -- the phases of fit -----------------------------------------------------
+    # fit = bank_size, projection_matrix -> project -> select -> set_memory_bank.
+    # skpatch.dask runs the same phases on partitions of the patches (a
+    # composable coreset: select on each, then on the union) and ends in
+    # set_memory_bank as fit does.
 
-        ``sample_indices`` are flat ``image * n_patches + position`` indices
-        of the training patches whose features are ``bank`` and whose soft
-        weights are ``weights``. :meth:`fit` and the distributed fit of
-        :mod:`skpatch.dask` (which selects the bank from partial coresets)
-        both end here.
+    def bank_size(self, n_images, n_patches, n_candidates=None, *, scale=1.0):
+        """Number of memory patches selected from ``n_images * n_patches`` patches.
+
+        Parameters
+        ----------
+        n_images, n_patches : int
+            The training images and patches per image (or positions) the
+            bank is selected from.
+        n_candidates : int, default=None
+            The patches that may be selected (those kept); the size is
+            capped at it. None means no cap.
+        scale : float, default=1.0
+            Multiplies the size (a distributed fit's partial coresets hold
+            more than their share).
+
+        Returns
+        -------
+        n_select : int
+            ``ceil(scale * sampling_ratio * n_images * n_patches)``, at
+            least 1 and at most ``n_candidates``.
+        """
+        # The 1e-9 keeps 0.05 * 60 from rounding up to 4 through float error.
+        n_select = max(1, math.ceil(scale * self.sampling_ratio * n_images * n_patches - 1e-9))
+        return n_select if n_candidates is None else min(n_candidates, n_select)
+
+    def projection_matrix(self, n_features, rng):
+        """The seeded Gaussian random projection of the selection.
+
+        Parameters
+        ----------
+        n_features : int
+            Patch feature length.
+        rng : numpy.random.RandomState
+            The fit's random state (``check_random_state(random_state)``);
+            the matrix is its first draw.
+
+        Returns
+        -------
+        projection : torch.Tensor of shape (n_features, projection_dim) or None
+            None (nothing drawn) when ``projection_dim`` is None or not
+            below ``n_features``.
+        """
+        if self.projection_dim is None or self.projection_dim >= n_features:
+            return None
+        projection = rng.standard_normal((n_features, self.projection_dim)).astype(np.float32)
+        projection /= np.sqrt(self.projection_dim, dtype=np.float32)
+        return torch.from_numpy(projection)
+
+    def project(self, X, candidates, projection):
+        """The candidate patches, projected, as the selection sees them.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_rows, n_features)
+            Patch features, one row per patch.
+        candidates : ndarray of int
+            The rows that may be selected (increasing).
+        projection : torch.Tensor or None
+            From :meth:`projection_matrix`; None keeps the features.
+
+        Returns
+        -------
+        points : torch.Tensor of shape (len(candidates), n_dims), float32
+        """
+        n_features = X.shape[1]
+        # Project contiguous chunks of rows and keep their candidates: no
+        # gather of the full-width features (the candidates may not fit in
+        # memory twice, and a gather costs as much as the product).
+        out_dim = n_features if projection is None else projection.shape[1]
+        points = torch.empty((candidates.size, out_dim), dtype=torch.float32)
+        is_candidate = np.zeros(len(X), dtype=bool)
+        is_candidate[candidates] = True
+        step = rows_per_chunk(4 * (2 * n_features + out_dim))
+        filled = 0
+        for start in range(0, len(X), step):
+            keep = torch.from_numpy(is_candidate[start : start + step])
+            block = float32_tensor(X[start : start + step])
+            if projection is not None:
+                block = block @ projection
+            chosen = block[keep]
+            points[filled : filled + len(chosen)] = chosen
+            filled += len(chosen)
+        return points
+
+    def select(self, points, n_select, rng):
+        """Greedy k-center on the projected points (cell-local, see Notes).
+
+        Parameters
+        ----------
+        points : torch.Tensor or ndarray of shape (n_points, n_dims)
+            From :meth:`project`.
+        n_select : int
+            Centres to select, from :meth:`bank_size`.
+        rng : numpy.random.RandomState
+            Chooses each cell's first centre.
+
+        Returns
+        -------
+        chosen : ndarray of shape (n_select,), dtype int64
+            Rows of ``points``.
+        """
+        bar = progress(range(n_select), enabled=self.verbose > 0, total=n_select, desc="coreset")
+        return greedy_kcenter(
+            points, n_select, n_cells=self._n_cells(len(points)), rng=rng,
+            progress=(lambda k: bar.update(k)) if self.verbose > 0 else None,
+        )
+
+    def set_memory_bank(self, sample_indices, bank, weights, n_patches, rng):
+        """Last phase of :meth:`fit`: store the selected patches and build the search index.
+
+        :meth:`fit` and the distributed fit of :mod:`skpatch.dask` (which
+        selects the bank from partial coresets) both end here.
+
+        Parameters
+        ----------
+        sample_indices : ndarray of shape (n_memory,)
+            Flat ``image * n_patches + position`` indices of the selected
+            training patches.
+        bank : ndarray of shape (n_memory, n_features)
+            Their features.
+        weights : ndarray of shape (n_memory,)
+            Their soft weights.
+        n_patches : int
+            Patches per training image.
+        rng : numpy.random.RandomState
+            The fit's random state after the selection (it seeds the index).
+
+        Returns
+        -------
+        self : WeightedCoreset
         """
         self.sample_indices_ = sample_indices
         self.memory_bank_ = np.ascontiguousarray(bank, dtype=np.float32)
@@ -354,40 +482,13 @@ class WeightedCoreset(BaseEstimator):
         index = np.empty(len(patches), dtype=np.int64)
         # Per query: its distances and bounds to every list, plus its share of
         # the per-list products.
-        step = _rows_per_chunk(4 * len(self.ivf_centroids_) + 4 * self.memory_bank_.shape[1])
+        step = rows_per_chunk(4 * (4 * len(self.ivf_centroids_) + 4 * self.memory_bank_.shape[1]))
         for start in range(0, len(patches), step):
             q = float32_tensor(patches[start : start + step]).to(device)
             own = None if exclude is None else torch.from_numpy(exclude[start : start + step]).to(device)
             d, i = lists.search(q, self.n_probe, exact=exact, exclude=own)
             distance[start : start + step], index[start : start + step] = d.cpu().numpy(), i.cpu().numpy()
         return distance, index
-
-    def _project(self, flat, candidates, rng):
-        """Randomly projected candidate features, as a float32 tensor."""
-        n_features = flat.shape[1]
-        projection = None
-        if self.projection_dim is not None and self.projection_dim < n_features:
-            projection = rng.standard_normal((n_features, self.projection_dim)).astype(np.float32)
-            projection /= np.sqrt(self.projection_dim, dtype=np.float32)
-            projection = torch.from_numpy(projection)
-        # Project contiguous chunks of rows and keep their candidates: no
-        # gather of the full-width features (the candidates may not fit in
-        # memory twice, and a gather costs as much as the product).
-        out_dim = n_features if projection is None else projection.shape[1]
-        points = torch.empty((candidates.size, out_dim), dtype=torch.float32)
-        is_candidate = np.zeros(len(flat), dtype=bool)
-        is_candidate[candidates] = True
-        step = _rows_per_chunk(2 * n_features + out_dim)
-        filled = 0
-        for start in range(0, len(flat), step):
-            keep = torch.from_numpy(is_candidate[start : start + step])
-            block = float32_tensor(flat[start : start + step])
-            if projection is not None:
-                block = block @ projection
-            chosen = block[keep]
-            points[filled : filled + len(chosen)] = chosen
-            filled += len(chosen)
-        return points
 
     def _n_cells(self, n_candidates):
         wanted = max(1, n_candidates // _POINTS_PER_CELL) if self.n_cells == "auto" else self.n_cells
@@ -408,11 +509,6 @@ class WeightedCoreset(BaseEstimator):
         return tags
 
 
-def _rows_per_chunk(row_floats):
-    budget = get_config()["working_memory"] * 2**20
-    return max(1, int(budget // (4 * row_floats)))
-
-
 def _exact_nearest(queries, bank, device="cpu", exclude=None, groups=None):
     """Exact nearest neighbour by chunked matrix products; O(chunk x bank) memory.
 
@@ -426,7 +522,7 @@ def _exact_nearest(queries, bank, device="cpu", exclude=None, groups=None):
     n = queries.shape[0]
     distance = np.empty(n, dtype=np.float32)
     index = np.empty(n, dtype=np.int64)
-    step = _rows_per_chunk(2 * bank.shape[0] + bank.shape[1])
+    step = rows_per_chunk(4 * (2 * bank.shape[0] + bank.shape[1]))
     for start in range(0, n, step):
         q = float32_tensor(queries[start : start + step]).to(device)
         # ||q - m||^2 = ||q||^2 - 2 q.m + ||m||^2; the ||q||^2 term does not move the argmin.

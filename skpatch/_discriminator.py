@@ -4,7 +4,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn import get_config
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -12,6 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._alignment import estimate_shifts, shift_grids, unshift_scores
 from ._cache import cached_call
+from ._chunking import rows_per_chunk
 from ._outlier_scores import global_ranks, knn_distance_scores, lof_scores, mahalanobis_scores
 from ._patches import WeightedPatches, check_n_features, check_patch_features, float32_tensor
 from ._threads import torch_threads
@@ -155,6 +155,12 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
     positions are processed in chunks sized by scikit-learn's
     ``working_memory`` setting, so memory stays bounded.
 
+    :meth:`fit` runs three phases, public so that :func:`skpatch.dask.fit`
+    runs the same ones where the features are: :meth:`begin_fit` (checks,
+    ``n_neighbors_``), :meth:`raw_scores` (the projection, the alignment and
+    :meth:`score_positions`, which scores any range of positions) and
+    :meth:`fit_from_raw` (the cut and the weights).
+
     References
     ----------
     .. [1] Jiang et al., "SoftPatch: Unsupervised Anomaly Detection with Noisy
@@ -251,25 +257,20 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
 
     def _fit(self, X, memory=None, feature_key=None, grid_shape=None):
         features, _, _ = check_patch_features(X)
-        n_images = features.shape[0]
-        if n_images < 2:
-            raise ValueError(f"NoiseDiscriminator needs at least 2 training images; got {n_images}.")
-        self.n_features_in_ = features.shape[2]
-        self.n_neighbors_ = self._check_n_neighbors(n_images)
-        grid_shape = self._check_grid_shape(grid_shape, features.shape[1])
-        names = _NEEDED_SCORES[self.method]
+        grid_shape = self.begin_fit(features.shape, grid_shape)
+        names = self.raw_score_names()
         keys = [self._score_key(name, grid_shape) for name in names] if memory is not None else [None]
         if None in keys:
             with torch_threads(self.n_jobs):
-                raw, self.shifts_ = self._raw_scores(features, names, grid_shape)
+                raw, shifts = self.raw_scores(features, grid_shape)
         else:
             cached = memory.cache(_cached_raw_score, ignore=["discriminator", "features", "grid_shape"])
             raw = {}
             for name, key in zip(names, keys):
-                raw[name], self.shifts_ = cached_call(
+                raw[name], shifts = cached_call(
                     memory, cached, feature_key, key, discriminator=self, features=features, grid_shape=grid_shape
                 )
-        return self._fit_from_raw(raw, grid_shape)
+        return self.fit_from_raw(raw, grid_shape, shifts)
 
     def _score_key(self, name, grid_shape):
         """Everything raw score ``name`` depends on besides the features, or
@@ -286,14 +287,6 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         if self.max_shift:
             key["max_shift"], key["grid_shape"] = int(self.max_shift), tuple(grid_shape)
         return key
-
-    def _fit_from_raw(self, raw, grid_shape):
-        self.scores_, weights = _scores_and_weights(self.method, raw)
-        self.kept_, self.score_threshold_ = _keep_mask(self.scores_, self.threshold)
-        if self.dilation:
-            self.kept_ = _dilate_removed(self.kept_, grid_shape, self.dilation)
-        self.weights_ = weights if self.soft_weights else np.ones_like(weights)
-        return self
 
     def fit_transform(self, X, y=None, *, grid_shape=None):
         """Fit, then hand all patches with weights and keep mask to the next step.
@@ -367,33 +360,178 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         warnings.warn(msg, UserWarning)
         return n_images - 1
 
-    def _raw_scores(self, features, names, grid_shape):
-        """Raw score arrays (n_images, n_patches), one per name, and the shifts."""
-        projection = self._projection(features.shape[2])
-        n_images, n_patches, _ = features.shape
-        chunk = _positions_per_chunk(n_images, features.shape[2] if projection is None else projection.shape[1])
-        out = {name: np.empty((n_images, n_patches), dtype=np.float32) for name in names}
-        shifts = np.zeros((n_images, 2), dtype=np.int64)
-        if self.max_shift:
-            # Alignment needs whole grids: project all positions at once.
-            aligned = float32_tensor(features)
-            if projection is not None:
-                aligned = aligned @ projection
-            shifts = estimate_shifts(aligned, grid_shape, self.max_shift)
-            aligned = shift_grids(aligned, shifts, grid_shape)
-        for start in range(0, n_patches, chunk):
-            if self.max_shift:
-                block = aligned[:, start : start + chunk]
+    # -- the phases of fit -----------------------------------------------------
+    # fit = begin_fit -> raw_scores -> fit_from_raw. skpatch.dask runs the
+    # same phases where the features are: begin_fit and fit_from_raw on the
+    # client, score_positions on position chunks held by the workers.
+
+    def begin_fit(self, shape, grid_shape=None):
+        """First phase of :meth:`fit`: check the training features' shape.
+
+        Sets ``n_features_in_`` and ``n_neighbors_`` (which needs the number
+        of training images; a warning if ``n_neighbors`` is too large).
+
+        Parameters
+        ----------
+        shape : tuple of (int, int, int)
+            ``(n_images, n_patches, n_features)`` of the training features.
+        grid_shape : tuple of (int, int), default=None
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        grid_shape : tuple of (int, int)
+            The checked patch grid ``(h, w)``.
+
+        Raises
+        ------
+        ValueError
+            With fewer than 2 training images, or a grid that does not hold
+            the patches.
+        """
+        n_images, n_patches, n_features = shape
+        if n_images < 2:
+            raise ValueError(f"NoiseDiscriminator needs at least 2 training images; got {n_images}.")
+        self.n_features_in_ = n_features
+        self.n_neighbors_ = self._check_n_neighbors(n_images)
+        return self._check_grid_shape(grid_shape, n_patches)
+
+    def raw_score_names(self):
+        """The raw scores that ``method`` combines, in order.
+
+        Returns
+        -------
+        names : tuple of str
+            ``("lof", "gaussian")`` for ``"softpatch+"``; the method itself
+            otherwise.
+        """
+        return _NEEDED_SCORES[self.method]
+
+    def raw_scores(self, X, grid_shape, names=None):
+        """Second phase of :meth:`fit`: the raw outlier score of every patch.
+
+        The features are projected (:meth:`projection_matrix`), aligned with
+        ``max_shift`` (:func:`~skpatch._alignment.estimate_shifts`) and
+        scored position by position (:meth:`score_positions`); aligned
+        scores are moved back to each image's own frame.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, n_patches, n_features)
+            Training patch features, after :meth:`begin_fit`.
+        grid_shape : tuple of (int, int)
+            The patch grid returned by :meth:`begin_fit`.
+        names : sequence of str, default=None
+            The raw scores to compute; None means :meth:`raw_score_names`.
+
+        Returns
+        -------
+        raw : dict of str to ndarray of shape (n_images, n_patches), float32
+            Each raw score (higher = more suspicious).
+        shifts : ndarray of shape (n_images, 2), dtype int64
+            The alignment's shifts (all zero without ``max_shift``).
+        """
+        names = self.raw_score_names() if names is None else tuple(names)
+        projection = self.projection_matrix(X.shape[2])
+        shifts = np.zeros((X.shape[0], 2), dtype=np.int64)
+        if not self.max_shift:
+            return self.score_positions(X, names, projection), shifts
+        # Alignment needs whole grids: project all positions at once.
+        aligned = float32_tensor(X)
+        if projection is not None:
+            aligned = aligned @ projection
+        shifts = estimate_shifts(aligned, grid_shape, self.max_shift)
+        raw = self.score_positions(shift_grids(aligned, shifts, grid_shape), names)
+        return {name: unshift_scores(score, shifts, grid_shape) for name, score in raw.items()}, shifts
+
+    def score_positions(self, Z, names=None, projection=None):
+        """Raw scores of each patch against the other images' patches at its position.
+
+        Each position is scored on its own, so any range of positions (a
+        chunk held by a Dask worker, say) gives the scores that the whole
+        grid gives there. Positions are processed in chunks sized by
+        scikit-learn's ``working_memory``.
+
+        Parameters
+        ----------
+        Z : ndarray or torch.Tensor of shape (n_images, n_positions, n_dims)
+            The patches of every training image at a range of positions
+            (projected already, unless ``projection`` is given).
+        names : sequence of str, default=None
+            The raw scores to compute; None means :meth:`raw_score_names`.
+        projection : torch.Tensor of shape (n_dims, n_components), default=None
+            Applied to each chunk first (:meth:`projection_matrix`).
+
+        Returns
+        -------
+        raw : dict of str to ndarray of shape (n_images, n_positions), float32
+        """
+        names = self.raw_score_names() if names is None else tuple(names)
+        n_images, n_positions, n_dims = Z.shape
+        chunk = _positions_per_chunk(n_images, n_dims if projection is None else projection.shape[1])
+        out = {name: np.empty((n_images, n_positions), dtype=np.float32) for name in names}
+        for start in range(0, n_positions, chunk):
+            if isinstance(Z, torch.Tensor):
+                block = Z[:, start : start + chunk]
             else:
-                block = float32_tensor(np.ascontiguousarray(features[:, start : start + chunk]))
-                if projection is not None:
-                    block = block @ projection
-            Z = block.transpose(0, 1).contiguous()  # (positions, images, dims)
+                block = float32_tensor(np.ascontiguousarray(Z[:, start : start + chunk]))
+            if projection is not None:
+                block = block @ projection
+            block = block.transpose(0, 1).contiguous()  # (positions, images, dims)
             for name in names:
-                out[name][:, start : start + chunk] = self._score(name, Z).T.numpy()
-        if self.max_shift:
-            out = {name: unshift_scores(score, shifts, grid_shape) for name, score in out.items()}
-        return out, shifts
+                out[name][:, start : start + chunk] = self._score(name, block).T.numpy()
+        return out
+
+    def fit_from_raw(self, raw, grid_shape, shifts=None):
+        """Last phase of :meth:`fit`: the removal score, the cut and the weights.
+
+        Combines the raw scores into ``scores_`` and the soft weights (see
+        Notes of the class), removes the ``threshold`` share with the
+        highest scores (ties broken by position, later first), grows the
+        removal by ``dilation`` and sets the fitted attributes.
+
+        Parameters
+        ----------
+        raw : dict of str to ndarray of shape (n_images, n_patches)
+            The raw scores of :meth:`raw_score_names`, as :meth:`raw_scores`
+            returns them.
+        grid_shape : tuple of (int, int)
+            The patch grid returned by :meth:`begin_fit`.
+        shifts : ndarray of shape (n_images, 2), default=None
+            The alignment's shifts; None means no shift.
+
+        Returns
+        -------
+        self : NoiseDiscriminator
+        """
+        if shifts is None:
+            shifts = np.zeros((len(next(iter(raw.values()))), 2), dtype=np.int64)
+        self.shifts_ = shifts
+        self.scores_, weights = _scores_and_weights(self.method, raw)
+        self.kept_, self.score_threshold_ = keep_mask(self.scores_, self.threshold)
+        if self.dilation:
+            self.kept_ = _dilate_removed(self.kept_, grid_shape, self.dilation)
+        self.weights_ = weights if self.soft_weights else np.ones_like(weights)
+        return self
+
+    def projection_matrix(self, n_features):
+        """The seeded Gaussian random projection to ``n_components`` dimensions.
+
+        Parameters
+        ----------
+        n_features : int
+            Patch feature length.
+
+        Returns
+        -------
+        projection : torch.Tensor of shape (n_features, n_components) or None
+            None when ``n_components`` is None or not below ``n_features``.
+        """
+        if self.n_components is None or self.n_components >= n_features:
+            return None
+        rng = check_random_state(self.random_state)
+        matrix = rng.standard_normal((n_features, self.n_components)) / np.sqrt(self.n_components)
+        return torch.from_numpy(matrix.astype(np.float32))
 
     def _score(self, name, Z):
         if name == "nearest":
@@ -401,13 +539,6 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         if name == "lof":
             return lof_scores(Z, self.n_neighbors_)
         return mahalanobis_scores(Z, self.shrinkage)
-
-    def _projection(self, n_features):
-        if self.n_components is None or self.n_components >= n_features:
-            return None
-        rng = check_random_state(self.random_state)
-        matrix = rng.standard_normal((n_features, self.n_components)) / np.sqrt(self.n_components)
-        return torch.from_numpy(matrix.astype(np.float32))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -419,7 +550,7 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
 def _cached_raw_score(feature_key, score_key, discriminator, features, grid_shape):
     """One raw score and the shifts; joblib.Memory caches them on ``(feature_key, score_key)`` only."""
     with torch_threads(discriminator.n_jobs):
-        raw, shifts = discriminator._raw_scores(features, (score_key["name"],), grid_shape)
+        raw, shifts = discriminator.raw_scores(features, grid_shape, (score_key["name"],))
     return raw[score_key["name"]], shifts
 
 
@@ -434,11 +565,9 @@ _NEEDED_SCORES = {
 
 def _positions_per_chunk(n_images, n_dims):
     """Positions per chunk so the working set stays within working_memory."""
-    budget = get_config()["working_memory"] * 2**20
     # Distances, top-k and gathers each hold about n_images**2 floats per
     # position; the Gaussian holds a (d, d) covariance and its factor.
-    per_position = 4 * (4 * n_images * n_images + 3 * n_dims * n_dims + 3 * n_images * n_dims)
-    return max(1, int(budget // per_position))
+    return rows_per_chunk(4 * (4 * n_images * n_images + 3 * n_dims * n_dims + 3 * n_images * n_dims))
 
 
 def _median_scaled(score):
@@ -460,8 +589,24 @@ def _scores_and_weights(method, raw):
     return (ranks / 2).numpy().astype(np.float32), weights.astype(np.float32)
 
 
-def _keep_mask(scores, threshold):
-    """Remove exactly floor(threshold * n) patches with the highest scores."""
+def keep_mask(scores, threshold):
+    """The cut: remove exactly ``floor(threshold * n)`` patches with the highest scores.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_images, n_patches)
+        Removal scores (higher = more suspicious).
+    threshold : float in [0, 1)
+        The share of all patches removed.
+
+    Returns
+    -------
+    kept : ndarray of shape (n_images, n_patches), dtype bool
+        False for the removed patches; among equal scores, the later patch
+        (flat order) is removed first.
+    score_threshold : float
+        The highest kept score (``inf`` when none is removed).
+    """
     n_remove = int(np.floor(threshold * scores.size))
     kept = np.ones(scores.size, dtype=bool)
     if n_remove == 0:

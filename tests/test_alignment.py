@@ -69,3 +69,21 @@ def test_shift_grids_gathers_rows_and_columns(grid, rng):
     out = shift_grids(Z, np.array([[1, 2]]), grid).reshape(h, w, 2)
     np.testing.assert_array_equal(out[0, 0].numpy(), Z.reshape(h, w, 2)[1, 2].numpy())
     np.testing.assert_array_equal(out[-1, -1].numpy(), Z.reshape(h, w, 2)[-1, -1].numpy())  # clamped
+
+
+def test_align_runs_the_passes_on_any_storage(rng):
+    """estimate_shifts is align on one tensor; align with the median and the
+    best shifts computed per chunk (as skpatch.dask does) gives the same."""
+    from skpatch._alignment import align, best_shifts, position_median
+
+    offsets = rng.integers(-2, 3, size=(10, 2))
+    Z = _crops(rng, offsets)
+
+    def median(shifts):  # per chunk of positions
+        shifted = shift_grids(Z, shifts, (9, 11))
+        return torch.cat([position_median(shifted[:, s : s + 20]) for s in range(0, 99, 20)])
+
+    def best(template, candidates):  # per chunk of images
+        return np.concatenate([best_shifts(Z[s : s + 3], template, (9, 11), candidates) for s in range(0, 10, 3)])
+
+    assert np.array_equal(align(10, (9, 11), 2, median=median, best=best), estimate_shifts(Z, (9, 11), 2))

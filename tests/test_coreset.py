@@ -273,3 +273,45 @@ def test_fewer_centres_than_cells():
     for n_select in (1, 2, 3, 5, 7):
         chosen = greedy_kcenter(points, n_select, n_cells=8, rng=np.random.RandomState(0))
         assert len(chosen) == len(np.unique(chosen)) == n_select
+
+
+# -- the phases of fit (what skpatch.dask runs on partitions of the patches) --------------
+
+
+@pytest.mark.parametrize("projection_dim", [4, None])
+def test_fit_is_its_phases(projection_dim, rng):
+    X = rng.normal(size=(6, 20, 8)).astype(np.float32)
+    kept = rng.random((6, 20)) > 0.3
+    weights = rng.uniform(0.5, 2, size=(6, 20)).astype(np.float32)
+    params = dict(sampling_ratio=0.2, projection_dim=projection_dim, random_state=0)
+    fitted = WeightedCoreset(**params).fit(WeightedPatches(X, weights, kept))
+    coreset = WeightedCoreset(**params)
+    rng_fit = np.random.RandomState(0)
+    candidates = np.flatnonzero(kept)
+    flat = X.reshape(-1, 8)
+    points = coreset.project(flat, candidates, coreset.projection_matrix(8, rng_fit))
+    chosen = coreset.select(points, coreset.bank_size(6, 20, candidates.size), rng_fit)
+    indices = candidates[chosen]
+    coreset.set_memory_bank(indices, flat[indices], weights.reshape(-1)[indices], 20, rng_fit)
+    for name in ("sample_indices_", "memory_bank_", "memory_weights_", "memory_images_", "ivf_centroids_"):
+        assert np.array_equal(getattr(coreset, name), getattr(fitted, name)), name
+
+
+def test_bank_size():
+    coreset = WeightedCoreset(sampling_ratio=0.05)
+    assert coreset.bank_size(6, 10) == 3  # 0.05 * 60 is 3, not 4 through float error
+    assert coreset.bank_size(6, 10, 2) == 2 and coreset.bank_size(1, 1) == 1
+    assert coreset.bank_size(6, 10, scale=2.0) == 6
+
+
+def test_project_keeps_the_candidates_in_order(rng):
+    from sklearn import config_context
+
+    X = rng.normal(size=(50, 8)).astype(np.float32)
+    candidates = np.array([1, 4, 5, 30, 49])
+    coreset = WeightedCoreset()
+    assert np.array_equal(coreset.project(X, candidates, None).numpy(), X[candidates])
+    projection = torch.from_numpy(rng.normal(size=(8, 3)).astype(np.float32))
+    with config_context(working_memory=1e-4):  # a few rows per chunk
+        chunked = coreset.project(X, candidates, projection).numpy()
+    np.testing.assert_allclose(chunked, X[candidates] @ projection.numpy(), rtol=1e-5, atol=1e-6)

@@ -125,7 +125,7 @@ def test_score_images_is_single_process_score_samples(client, clf, data, paths):
     assert got.dtype == reference.dtype and np.array_equal(got, reference)
     assert np.array_equal(skpatch.dask.score_images(clf, paths, client=client, partition_size=6), reference)
     # The model reached each worker process once, as a model file.
-    loads = client.run(lambda: __import__("skpatch.dask").dask._LOADS["count"])
+    loads = client.run(lambda: __import__("skpatch.dask._scoring").dask._scoring.LOADS["count"])
     assert sorted(loads.values()) == [1, 1]
 
 
@@ -154,10 +154,10 @@ def test_segmenter_maps_written_per_image(client, data, tmp_path):
 def test_killed_worker_loses_nothing(client, clf, paths):
     with torch_threads(ONE):
         reference = clf.score_samples(paths)
-    model = skpatch.dask._ShippedModel(clf, client)
-    parts = skpatch.dask._partitions(paths, 4)
+    model = skpatch.dask._scoring.ShippedModel(clf, client)
+    parts = skpatch.dask._partitions.partitions(paths, 4)
     futures = [
-        client.submit(skpatch.dask._score_partition, model.digest, model.future, part, retries=0, pure=False)
+        client.submit(skpatch.dask._scoring.score_partition, model.digest, model.future, part, retries=0, pure=False)
         for part in parts
     ]
     # Kill (SIGKILL, no goodbye) a worker that is busy with this run, once the run is under way.
@@ -299,17 +299,40 @@ def test_distributed_fit_matches_single_process(client, data, tmp_path):
     assert np.array_equal(skpatch.load(tmp_path / "m.skpatch").score_samples(X), scores)
 
 
+def test_one_partition_fit_agrees_with_fit_where_documented(client, data):
+    """One partition of images: what skpatch.dask.fit's docstring says it
+    reproduces (the fitted featurizer, the discriminator) equals estimator.fit
+    bit for bit, and the rest has the single-process form (the bank's size,
+    the pipeline's steps, the training attributes)."""
+    X = data[0][:8]
+    denoise = skpatch.NoiseDiscriminator(max_shift=1, dilation=1)
+    with torch_threads(ONE):
+        single = _small(SoftPatchClassifier, denoise=denoise).fit(X)
+    fitted = skpatch.dask.fit(_small(SoftPatchClassifier, denoise=denoise), X, client=client, partition_size=8)
+    assert [name for name, _ in fitted.pipeline_.steps] == [name for name, _ in single.pipeline_.steps]
+    assert fitted.pipeline_[0].feature_shape_ == single.pipeline_[0].feature_shape_
+    for name in ("n_features_in_", "n_neighbors_", "shifts_", "scores_", "kept_", "weights_", "score_threshold_"):
+        assert np.array_equal(getattr(fitted.pipeline_[1], name), getattr(single.pipeline_[1], name)), name
+    bank, reference = fitted.pipeline_[2], single.pipeline_[2]
+    assert bank.memory_bank_.shape == reference.memory_bank_.shape
+    assert set(bank.sample_indices_) <= set(np.flatnonzero(single.pipeline_[1].kept_))
+    assert np.array_equal(bank.memory_images_, bank.sample_indices_ // 64)
+    assert np.array_equal(bank.memory_weights_, single.pipeline_[1].weights_.reshape(-1)[bank.sample_indices_])
+    assert fitted.n_train_images_ == 8 and fitted.image_size_ == single.image_size_
+    assert fitted.train_scores_.shape == (8,) and np.isfinite(fitted.offset_)
+
+
 def test_fit_features_by_position_are_the_features(client, data):
     """The fit's shuffle: position chunks of all images, assembled from the
     partitions' pieces, equal to ``transform`` bit for bit, several per worker."""
     train = data[0][:20]
     featurizer = _small(SoftPatchClassifier)._make_pipeline()[0].fit(train[:1])
-    parts = skpatch.dask._partitions(train, 8)  # 8, 8, 4 images
-    by_position, _ = skpatch.dask._featurize_by_position(featurizer, parts, client)
+    parts = skpatch.dask._partitions.partitions(train, 8)  # 8, 8, 4 images
+    by_position, _ = skpatch.dask._features.featurize_by_position(featurizer, parts, client)
     n_patches = featurizer.feature_shape_[0] * featurizer.feature_shape_[1]
     assert by_position.chunks[0] == (20,) and by_position.chunks[2] == (featurizer.embed_dim,)
     assert sum(by_position.chunks[1]) == n_patches
-    assert len(by_position.chunks[1]) >= skpatch.dask._CHUNKS_PER_WORKER * len(client.nthreads())
+    assert len(by_position.chunks[1]) >= skpatch.dask._features.CHUNKS_PER_WORKER * len(client.nthreads())
     # Spread evenly: each worker holds the chunks placed on it.
     distributed.wait(by_position)
     placed = [sorted(client.who_has(by_position)[key]) for key in by_position.__dask_keys__()[0][0]]
@@ -341,7 +364,7 @@ def test_worker_killed_during_fit_loses_nothing(client, data, monkeypatch):
     X = data[0][:16]
     reference = skpatch.dask.fit(_small(SoftPatchClassifier), X, client=client, partition_size=4)
     client.wait_for_workers(2, timeout=60)
-    share = skpatch.dask._worker_working_memory
+    share = skpatch.dask._fit.worker_working_memory
     killed = []
 
     def kill_then_share(client):  # called once the shuffle is under way
@@ -351,7 +374,7 @@ def test_worker_killed_during_fit_loses_nothing(client, data, monkeypatch):
         killed.append(_kill_worker(client))
         return share(client)
 
-    monkeypatch.setattr(skpatch.dask, "_worker_working_memory", kill_then_share)
+    monkeypatch.setattr(skpatch.dask._fit, "worker_working_memory", kill_then_share)
     fitted = skpatch.dask.fit(_small(SoftPatchClassifier), X, client=client, partition_size=4)
     assert killed
     assert np.array_equal(fitted.pipeline_[1].kept_, reference.pipeline_[1].kept_)
@@ -384,7 +407,7 @@ def test_distributed_aligned_discriminator(client, data, method, chunk_bytes, di
     (with small chunks: several image chunks and many position chunks), and
     the removal grown across positions (``dilation``) the same too."""
     if chunk_bytes is not None:
-        monkeypatch.setattr(skpatch.dask, "_POSITION_CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(skpatch.dask._features, "POSITION_CHUNK_BYTES", chunk_bytes)
     from skpatch.datasets import make_defect_dataset
 
     boards = make_defect_dataset(12, 2, image_size=64, kind="board", variation=3.0, random_state=0)
@@ -404,7 +427,7 @@ def test_workers_share_the_working_memory(client, data):
     from sklearn import config_context
 
     with config_context(working_memory=64):
-        assert skpatch.dask._worker_working_memory(client) == 32
+        assert skpatch.dask._fit.worker_working_memory(client) == 32
     X = data[0][:12]
     reference = skpatch.dask.fit(_small(SoftPatchClassifier), X, client=client, partition_size=4)
     with config_context(working_memory=1):  # tiny chunks everywhere on the workers
@@ -431,26 +454,6 @@ def test_distributed_fit_segmenter_and_passthrough(client, data):
     patchcore = skpatch.dask.fit(patchcore, images, client=client, partition_size=4)
     assert len(patchcore.pipeline_[2].memory_bank_) == int(np.ceil(0.1 * 16 * 64))
     assert patchcore.image_size_ == (64, 64) and patchcore.n_train_images_ == 16
-
-
-def test_distributed_threshold_with_ties(client):
-    """The distributed order statistic removes exactly what _keep_mask removes, ties included."""
-    import dask.array as da
-
-    from skpatch._discriminator import _keep_mask
-
-    rng = np.random.default_rng(0)
-    scores = rng.integers(0, 5, size=(30, 23)).astype(np.float32)  # many ties
-    scores[3, 4] = -0.0
-    for threshold in (0.0, 0.1, 0.37, 0.9):
-        kept, value, selector = skpatch.dask._keep_mask_distributed(
-            da.from_array(scores, chunks=(30, 7)), threshold, client
-        )
-        expected, expected_value = _keep_mask(scores, threshold)
-        assert np.array_equal(kept.compute(), expected) and value == expected_value
-    assert selector.median() == float(np.median(scores))
-    odd = rng.normal(size=(5, 9)).astype(np.float32)
-    assert skpatch.dask._Selector(da.from_array(odd, chunks=(5, 4)), client).median() == float(np.median(odd))
 
 
 @pytest.mark.data

@@ -248,3 +248,51 @@ def test_dilation_needs_the_patch_grid():
         NoiseDiscriminator(dilation=1, random_state=0).fit(X)
     fitted = NoiseDiscriminator(dilation=1, random_state=0).fit(X, grid_shape=(3, 4))
     assert fitted.kept_.shape == (8, 12)
+
+
+# -- the phases of fit (what skpatch.dask runs where the features are) ----------------
+
+
+@pytest.mark.parametrize("method, max_shift", [("lof", 0), ("softpatch+", 1), ("nearest", 1)])
+def test_fit_is_its_phases(method, max_shift, rng):
+    X = rng.normal(size=(12, 25, 16)).astype(np.float32)
+    params = dict(threshold=0.1, n_neighbors=4, n_components=8, max_shift=max_shift, dilation=1, random_state=0)
+    fitted = NoiseDiscriminator(method, **params).fit(X)
+    disc = NoiseDiscriminator(method, **params)
+    grid = disc.begin_fit(X.shape)
+    raw, shifts = disc.raw_scores(X, grid)
+    assert tuple(raw) == disc.raw_score_names() and all(r.dtype == np.float32 for r in raw.values())
+    disc.fit_from_raw(raw, grid, shifts)
+    for name in ("n_features_in_", "n_neighbors_", "shifts_", "scores_", "kept_", "weights_", "score_threshold_"):
+        assert np.array_equal(getattr(disc, name), getattr(fitted, name)), name
+
+
+def test_score_positions_of_a_range_are_the_grids_scores(rng):
+    """Each position is scored on its own: a range of positions (a Dask
+    worker's chunk) gets the scores the whole grid gets there."""
+    X = rng.normal(size=(10, 20, 16)).astype(np.float32)
+    disc = NoiseDiscriminator("softpatch+", n_neighbors=3, n_components=8, random_state=0)
+    disc.begin_fit(X.shape)
+    projection = disc.projection_matrix(16)
+    whole = disc.score_positions(X, projection=projection)
+    part = disc.score_positions(X[:, 7:13], projection=projection)
+    projected = disc.score_positions(torch.from_numpy(X[:, 7:13]) @ projection)
+    for name in ("lof", "gaussian"):
+        assert np.array_equal(part[name], whole[name][:, 7:13])
+        assert np.array_equal(projected[name], whole[name][:, 7:13])
+    assert disc.projection_matrix(8) is None and NoiseDiscriminator(n_components=None).projection_matrix(16) is None
+
+
+def test_keep_mask_breaks_ties_by_position():
+    from skpatch._discriminator import keep_mask
+
+    scores = np.array([[1, 3, 3], [3, 0, 2]], dtype=np.float32)
+    kept, value = keep_mask(scores, 0.34)  # removes 2 of the three 3s: the later ones
+    assert kept.tolist() == [[True, True, False], [False, True, True]] and value == 3.0
+    kept, value = keep_mask(scores, 0.0)
+    assert kept.all() and value == float("inf")
+
+
+def test_begin_fit_needs_two_images():
+    with pytest.raises(ValueError, match="at least 2 training images"):
+        NoiseDiscriminator().begin_fit((1, 4, 8))
