@@ -5,16 +5,25 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils import check_random_state
+from sklearn.utils._chunking import get_chunk_n_rows
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._coreset import ALL_REMOVED, WeightedCoreset
-from ._patches import WeightedPatches, check_n_features, check_patch_features
+from ._device import resolve_device
+from ._ivf import build_grouped_lists
+from ._patches import WeightedPatches, check_n_features, check_patch_features, float32_tensor
+from ._threads import torch_threads
 
 # The WeightedCoreset parameters each member takes as they are.
 _MEMBER_PARAMS = ("projection_dim", "n_cells", "search", "n_probe", "n_jobs", "device", "verbose")
+# The shared lists of the members' rows only steer the exact search (its
+# result does not depend on them), so they are seeded with a constant: a
+# model loaded from a file builds the same lists as the fitted one.
+_SHARED_LISTS_SEED = 0
 
 
 class BaggedCoreset(BaseEstimator):
@@ -88,8 +97,12 @@ class BaggedCoreset(BaseEstimator):
 
     Notes
     -----
-    Scoring searches every member, so a test patch costs ``n_estimators``
-    searches of banks ``n_estimators`` times smaller than one coreset's.
+    With ``search="exact"``, the members' rows share one set of inverted
+    lists, so a test patch finds its exact nearest patch in every member in
+    one pass, at about the cost of searching one coreset of the same total
+    size (the lists are a cache: built at the first search, not stored in
+    model files or pickles). The shared lists hold a second copy of the
+    banks in memory. Other searches go member by member.
 
     References
     ----------
@@ -214,8 +227,53 @@ class BaggedCoreset(BaseEstimator):
         """
         check_is_fitted(self, "estimators_")
         features = check_n_features(self, X)
-        anomaly = np.stack([-member.score_samples(features) for member in self.estimators_])
-        return -self._combine(anomaly)
+        return -self._combine(self._member_anomaly(features))
+
+    def _member_anomaly(self, features):
+        """(n_members, n_images, n_patches) weighted distances to each member.
+
+        With ``search="exact"`` the members' rows are searched together
+        (:func:`~skpatch._ivf.build_grouped_lists`): one pass gives every
+        member's exact nearest patch, at about the cost of searching one
+        bank of their total size. Other searches go member by member.
+        """
+        if self.search != "exact":
+            return np.stack([-member.score_samples(features) for member in self.estimators_])
+        n_images, n_patches, n_features = features.shape
+        queries = features.reshape(-1, n_features)
+        device = resolve_device(self.device)
+        anomaly = np.empty((len(self.estimators_), len(queries)), dtype=np.float32)
+        with torch_threads(self.n_jobs):
+            lists, weights = self._shared_lists(device)
+            # Per query: distances and bounds to every list, its best row per
+            # member, and its share of one list's (member x width) table.
+            n_lists, n_members = len(lists.centroids), lists.n_groups
+            row_floats = 2 * n_lists + 5 * n_members + n_members * lists.max_width() + 2 * n_features
+            step = get_chunk_n_rows(row_bytes=4 * row_floats, max_n_rows=len(queries))
+            for start in range(0, len(queries), step):
+                q = float32_tensor(queries[start : start + step]).to(device)
+                distance, index = lists.search(q, self.n_probe)
+                anomaly[:, start : start + step] = (distance * weights[index]).T.cpu().numpy()
+        return anomaly.reshape(-1, n_images, n_patches)
+
+    def _shared_lists(self, device):
+        """The members' banks as one :class:`GroupedInvertedLists` (built once,
+        kept as a cache that model files do not store) and their weights."""
+        cached = getattr(self, "_lists_cache", None)
+        if cached is not None and cached[0] == str(device):
+            return cached[1:]
+        members = self.estimators_
+        rng = np.random.RandomState(_SHARED_LISTS_SEED)
+        lists, order = build_grouped_lists([m.memory_bank_ for m in members], rng, device)
+        weights = np.concatenate([m.memory_weights_ for m in members]).astype(np.float32, copy=False)
+        self._lists_cache = (str(device), lists, torch.from_numpy(weights[order]).to(device))
+        return self._lists_cache[1:]
+
+    def __getstate__(self):
+        # A copy: object.__getstate__ returns the instance's own __dict__.
+        state = dict(super().__getstate__())
+        state.pop("_lists_cache", None)  # rebuilt on demand, identically
+        return state
 
     def score_held_out(self, X, images):
         """Out-of-bag scores of training images.
@@ -247,12 +305,13 @@ class BaggedCoreset(BaseEstimator):
         everywhere = saw.all(axis=0)
         oob = ~everywhere
         anomaly = np.empty((len(self.estimators_), *features.shape[:2]), dtype=np.float32)
-        for i, (member, samples) in enumerate(zip(self.estimators_, self.estimators_samples_)):
-            # Each image is searched once per member: out of bag, or without
-            # its own patches where every member holds it.
-            if oob.any():
-                anomaly[i, oob] = -member.score_samples(features[oob] if everywhere.any() else features)
-            if everywhere.any():
+        # Each image is searched once per member: out of bag (every member
+        # at once, masked below), or without its own patches where every
+        # member holds it.
+        if oob.any():
+            anomaly[:, oob] = self._member_anomaly(features[oob] if everywhere.any() else features)
+        if everywhere.any():
+            for i, (member, samples) in enumerate(zip(self.estimators_, self.estimators_samples_)):
                 local = _local_index(samples, images[everywhere])
                 anomaly[i, everywhere] = -member.score_held_out(features[everywhere], local)
         out = np.empty(features.shape[:2], dtype=np.float32)

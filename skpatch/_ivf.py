@@ -172,3 +172,151 @@ class InvertedLists:
             better = (value < current) | ((value == current) & (index < best_index[asking]))
             best[asking[better]] = value[better]
             best_index[asking[better]] = index[better]
+
+
+class GroupedInvertedLists:
+    """Inverted lists over the rows of several banks, searched for the
+    nearest row *of each bank* in one pass.
+
+    The rows of all the banks (groups) share one set of lists, so that a
+    query computes its distances to the centroids once and each list it
+    searches costs one matrix product, whatever the number of banks; the
+    product's columns are then reduced to one minimum per bank. The exact
+    search prunes a list when its triangle-inequality bound is above the
+    query's best distance in *every* bank, so each bank's result is its
+    exact (brute-force) nearest row, as if it were searched alone.
+
+    Parameters
+    ----------
+    bank : tensor of shape (m, d)
+        Rows grouped by list, and within a list by group (then by
+        ``ties``): list ``j`` is ``bank[offsets[j]:offsets[j + 1]]``.
+    centroids : tensor of shape (n_lists, d)
+    radii : tensor of shape (n_lists,)
+    offsets : sequence of n_lists + 1 ints
+    groups : tensor of shape (m,) of int64
+        The bank (0 .. n_groups - 1) each row belongs to.
+    ties : tensor of shape (m,) of int64
+        Rank of each row inside its own bank: of two rows at the same
+        distance, the lower rank wins, as in a brute-force argmin over
+        that bank.
+    n_groups : int
+    """
+
+    def __init__(self, bank, centroids, radii, offsets, groups, ties, n_groups):
+        self.bank = bank
+        self.norms = bank.square().sum(1)
+        self.centroids = centroids
+        self.centroid_norms = centroids.square().sum(1)
+        self.radii = radii
+        self.offsets = [int(o) for o in offsets]
+        self.ties = ties
+        self.n_groups = int(n_groups)
+        # Each list's rows as a (n_groups, width) table of positions in the
+        # list, padded with the position one past its end (an inf column):
+        # one gather and one min then give every group's nearest row.
+        self.layouts = []
+        for lo, hi in zip(self.offsets[:-1], self.offsets[1:]):
+            counts = torch.bincount(groups[lo:hi], minlength=self.n_groups)
+            width = max(1, int(counts.max())) if hi > lo else 1
+            layout = torch.full((self.n_groups, width), hi - lo, dtype=torch.int64, device=bank.device)
+            starts = torch.cumsum(counts, 0) - counts
+            rank = torch.arange(hi - lo, device=bank.device) - starts[groups[lo:hi]]
+            layout[groups[lo:hi], rank] = torch.arange(hi - lo, device=bank.device)
+            self.layouts.append(layout)
+
+    def max_width(self):
+        """Largest number of rows of one group in one list."""
+        return max(layout.shape[1] for layout in self.layouts)
+
+    def search(self, queries, n_probe):
+        """Exact nearest row of each group for each query.
+
+        Returns
+        -------
+        distance : tensor of shape (n, n_groups)
+            ``inf`` where a group has no row.
+        index : tensor of shape (n, n_groups)
+            Row of ``bank``.
+        """
+        n = len(queries)
+        n_probe = int(min(n_probe, len(self.centroids)))
+        query_norms = queries.square().sum(1)
+        centroid_sq = torch.addmm(self.centroid_norms, queries, self.centroids.T, alpha=-2.0)
+        centroid_sq.add_(query_norms[:, None])
+        probes = centroid_sq.topk(n_probe, largest=False, sorted=False).indices
+        device = queries.device
+        best = torch.full((n, self.n_groups), float("inf"), device=device)
+        best_index = torch.zeros((n, self.n_groups), dtype=torch.int64, device=device)
+        pairs = torch.arange(n, device=device).repeat_interleave(n_probe), probes.reshape(-1)
+        self._search_pairs(queries, *pairs, best, best_index)
+        if len(self.centroids) > n_probe:
+            # A list may be skipped only when its bound is above the best
+            # distance of every group (inf while a group has no candidate
+            # yet: then every list is searched).
+            worst = (best.max(1).values + query_norms).clamp_min_(0.0).sqrt_()
+            slack = _BOUND_SLACK * (query_norms[:, None] + self.centroid_norms[None, :])
+            bound = (centroid_sq - slack).clamp_min_(0.0).sqrt_().sub_(self.radii[None, :])
+            bound.scatter_(1, probes, float("inf"))
+            query, lst = torch.nonzero(bound <= worst[:, None] * (1 + _BOUND_SLACK), as_tuple=True)
+            self._search_pairs(queries, query, lst, best, best_index)
+        # Distances of the winners recomputed directly (the expansion loses
+        # precision for near-duplicates), one group at a time.
+        distance = torch.empty_like(best)
+        for g in range(self.n_groups):
+            direct = (queries - self.bank[best_index[:, g]]).norm(dim=1)
+            distance[:, g] = torch.where(torch.isinf(best[:, g]), best[:, g], direct)
+        return distance, best_index
+
+    def _search_pairs(self, queries, query, lst, best, best_index):
+        """Update ``best`` (partial squared distances) over (query, list) pairs."""
+        if query.numel() == 0:
+            return
+        order = torch.argsort(lst, stable=True)
+        query, lst = query[order], lst[order]
+        lists, counts = torch.unique_consecutive(lst, return_counts=True)
+        start = 0
+        for j, count in zip(lists.tolist(), counts.tolist()):
+            asking = query[start : start + count]
+            start += count
+            lo, hi = self.offsets[j], self.offsets[j + 1]
+            if hi == lo:
+                continue
+            partial = torch.addmm(self.norms[lo:hi], queries[asking], self.bank[lo:hi].T, alpha=-2.0)
+            partial = torch.nn.functional.pad(partial, (0, 1), value=float("inf"))
+            layout = self.layouts[j]
+            # (a, n_groups, width): each group's rows of the list; the min
+            # takes the first of equal values, the lowest rank in the list.
+            value, arg = partial[:, layout].min(2)
+            position = layout.gather(1, arg.T).T
+            index = lo + position.clamp_max_(hi - lo - 1)
+            current, current_index = best[asking], best_index[asking]
+            better = (value < current) | ((value == current) & (self.ties[index] < self.ties[current_index]))
+            best[asking] = torch.where(better, value, current)
+            best_index[asking] = torch.where(better, index, current_index)
+
+
+def build_grouped_lists(banks, rng, device="cpu"):
+    """:class:`GroupedInvertedLists` over the rows of ``banks`` (a list of
+    (m_g, d) float32 arrays); return it and ``order``, the row of the
+    concatenated banks at each of its rows.
+
+    The lists are a k-means clustering of all the rows (as
+    :func:`build_ivf`); inside a list, rows go by bank, then by their rank
+    in their bank.
+    """
+    bank = np.concatenate(banks).astype(np.float32, copy=False)
+    groups = np.concatenate([np.full(len(b), g) for g, b in enumerate(banks)])
+    ties = np.concatenate([np.arange(len(b)) for b in banks])
+    centroids, assignment, radii = build_ivf(torch.from_numpy(bank), default_n_lists(len(bank)), rng)
+    assignment = assignment.numpy()
+    order = np.lexsort((ties, groups, assignment))
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(assignment, minlength=len(centroids)))])
+
+    def to(array):
+        return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+    lists = GroupedInvertedLists(
+        to(bank[order]), centroids.to(device), radii.to(device), offsets, to(groups[order]), to(ties[order]), len(banks)
+    )
+    return lists, order

@@ -179,3 +179,71 @@ def test_contamination_estimate_counts_what_fit_predict_flags():
     assert len(record) == 1
     flagged = np.mean(-anomaly - clf.offset_ < 0)
     assert clf.contamination_estimate_ == pytest.approx(flagged) == pytest.approx(2 / 6)
+
+
+def _brute_nearest_per_bank(queries, banks):
+    """Per bank: squared-distance argmin (first of equal values) and its distance."""
+    index, distance = [], []
+    for bank in banks:
+        d2 = ((queries[:, None, :].astype(np.float64) - bank[None].astype(np.float64)) ** 2).sum(2)
+        arg = d2.argmin(1)
+        index.append(arg)
+        distance.append(np.sqrt(d2[np.arange(len(queries)), arg]))
+    return np.stack(index, 1), np.stack(distance, 1)
+
+
+def test_grouped_lists_find_each_banks_exact_nearest_row():
+    import torch
+
+    from skpatch._ivf import build_grouped_lists
+
+    rng = np.random.default_rng(0)
+    banks = [rng.normal(size=(n, 6)).astype(np.float32) for n in (300, 250, 400)]
+    banks[1][200] = banks[1][7]  # a duplicate: the lower rank wins
+    queries = np.concatenate([rng.normal(size=(300, 6)), banks[1][[7]]]).astype(np.float32)
+    lists, order = build_grouped_lists(banks, np.random.RandomState(0))
+    distance, index = lists.search(torch.from_numpy(queries), n_probe=1)
+    starts = np.cumsum([0] + [len(b) for b in banks])[:-1]
+    local = order[index.numpy()] - starts[None, :]
+    expected_index, expected_distance = _brute_nearest_per_bank(queries, banks)
+    np.testing.assert_array_equal(local, expected_index)
+    np.testing.assert_allclose(distance.numpy(), expected_distance, rtol=1e-5, atol=1e-5)
+    assert local[-1, 1] == 7
+    # The probed list alone misses many nearest rows: the pruned second
+    # round is what makes the search exact.
+    probed = lists.centroids.numpy()
+    nearest_list = ((queries[:, None] - probed[None]) ** 2).sum(2).argmin(1)
+    row_list = np.searchsorted(np.asarray(lists.offsets), index.numpy(), side="right") - 1
+    assert (row_list != nearest_list[:, None]).mean() > 0.2
+
+
+def test_grouped_lists_break_ties_across_lists_by_rank():
+    import torch
+
+    from skpatch._ivf import GroupedInvertedLists
+
+    # One bank: rank 0 at (-1, 0), rank 1 at (1, 0), each alone in a list.
+    # Queries (0, y) are as far from both: rank 0 wins, whichever
+    # list is probed first.
+    rows = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    lists = GroupedInvertedLists(
+        rows, rows.clone(), torch.zeros(2), [0, 1, 2], torch.zeros(2, dtype=torch.int64), torch.tensor([1, 0]), 1
+    )
+    for query in ([0.0, 0.0], [0.0, 0.5], [0.0, -2.0]):
+        distance, index = lists.search(torch.tensor([query]), n_probe=1)
+        assert index.item() == 1
+        assert abs(distance.item() - np.hypot(1.0, query[1])) < 1e-6
+
+
+def test_exact_bag_scores_equal_each_member_searched_alone():
+    X = _features(40, 64)
+    bag = BaggedCoreset(5, max_samples=0.4, sampling_ratio=0.5, random_state=0).fit(X)
+    lists, _ = bag._shared_lists("cpu")
+    assert len(lists.centroids) > bag.n_probe
+    per_member = np.stack([-m.score_samples(X[:6]) for m in bag.estimators_])
+    np.testing.assert_allclose(bag._member_anomaly(X[:6]), per_member, rtol=1e-6)
+    np.testing.assert_allclose(bag.score_samples(X[:6]), -np.median(per_member, axis=0), rtol=1e-6)
+    # The cache is not pickled, and is rebuilt identically.
+    again = pickle.loads(pickle.dumps(bag))
+    assert not hasattr(again, "_lists_cache")
+    np.testing.assert_array_equal(again.score_samples(X[:6]), bag.score_samples(X[:6]))
