@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._chunking import get_chunk_n_rows
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._chunking import rows_per_chunk
 from ._coreset import ALL_REMOVED, WeightedCoreset
 from ._device import resolve_device
 from ._ivf import build_grouped_lists
@@ -249,7 +249,7 @@ class BaggedCoreset(BaseEstimator):
             # member, and its share of one list's (member x width) table.
             n_lists, n_members = len(lists.centroids), lists.n_groups
             row_floats = 2 * n_lists + 5 * n_members + n_members * lists.max_width() + 2 * n_features
-            step = get_chunk_n_rows(row_bytes=4 * row_floats, max_n_rows=len(queries))
+            step = rows_per_chunk(4 * row_floats)
             for start in range(0, len(queries), step):
                 q = float32_tensor(queries[start : start + step]).to(device)
                 distance, index = lists.search(q, self.n_probe)

@@ -14,6 +14,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._cache import cached_call, caches, check_cache, feature_key, fit_transform_step, transform_step
+from ._chunking import rows_per_chunk
 from ._coreset import WeightedCoreset
 from ._discriminator import NoiseDiscriminator
 from ._featurizer import PatchFeaturizer
@@ -222,9 +223,7 @@ class BaseSoftPatch(BaseEstimator):
             return n_images
         h, w = featurizer.feature_shape_
         per_image = h * w * featurizer.embed_dim * np.dtype(featurizer.feature_dtype).itemsize
-        budget = get_config()["working_memory"] * 2**20
-        batch = featurizer.batch_size
-        return max(batch, int(budget // per_image) // batch * batch)
+        return rows_per_chunk(per_image, multiple=featurizer.batch_size)
 
     def _train_patch_anomaly(self, features, indices=None):
         """Held-out patch anomaly of training images ``indices``.
