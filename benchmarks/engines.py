@@ -87,17 +87,15 @@ def make_engine(name, featurizer, threads, workdir):
         def engine(batch):
             return type(featurizer)._embed(featurizer, batch, featurizer.backbone_)
     elif name == "compile":
-        from skpatch._onnx import _FeatureGraph
-
-        compiled = torch.compile(_FeatureGraph(featurizer, featurizer._image_size()).eval())
+        compiled = torch.compile(featurizer._embedding(input_size=featurizer._image_size()).eval())
         with torch.inference_mode():
             compiled(torch.zeros((featurizer.batch_size, 3, *featurizer._image_size())))
         engine = _resizing(featurizer, compiled)
     elif name == "onnxruntime":
         # What PatchFeaturizer(engine="onnxruntime") runs.
-        from skpatch._onnx import INPUT_NAME, _feature_session
+        from skpatch._embedding import INPUT_NAME, feature_session
 
-        session = _feature_session(featurizer, threads)
+        session = feature_session(featurizer._embedding(input_size=featurizer._image_size()), threads)
         engine = _resizing(featurizer, lambda b: torch.from_numpy(session.run(None, {INPUT_NAME: b.numpy()})[0]))
     elif name == "openvino":
         engine = _resizing(featurizer, _openvino_engine(_export_features(featurizer, workdir), threads))
@@ -123,13 +121,13 @@ def _resizing(featurizer, core):
 
 
 def _export_features(featurizer, workdir):
-    from skpatch._onnx import _export, _FeatureGraph
+    from skpatch._embedding import export_module
 
-    graph = _FeatureGraph(featurizer, featurizer._image_size()).eval()
+    graph = featurizer._embedding(input_size=featurizer._image_size()).eval()
     example = torch.zeros((2, 3, *featurizer._image_size()))
     path = os.path.join(workdir, f"features_{featurizer.backbone}.onnx")
     with open(path, "wb") as handle:
-        handle.write(_export(graph, example, ["features"]))
+        handle.write(export_module(graph, example, ["features"]))
     return path
 
 
@@ -484,20 +482,20 @@ def fit_table(args, workdir):
         "| engine | fit s | backbone s | of which engine setup s | non-backbone s | non-backbone / backbone |",
         "|---|---|---|---|---|---|",
     ]
-    import skpatch._onnx as onnx_module
+    import skpatch._featurizer as featurizer_module
 
-    saved = PatchFeaturizer._maps, PatchFeaturizer._onnxruntime_features, onnx_module._feature_session
+    saved = PatchFeaturizer._maps, PatchFeaturizer._onnxruntime_features, featurizer_module.feature_session
     for engine in ("torch", "onnxruntime"):
         timers = _Timers()
         PatchFeaturizer._maps = timers.wrap("backbone", saved[0])
         PatchFeaturizer._onnxruntime_features = timers.wrap("backbone", saved[1])
-        onnx_module._feature_session = timers.wrap("setup", saved[2])
+        featurizer_module.feature_session = timers.wrap("setup", saved[2])
         try:
             start = _clock()
             SoftPatchClassifier(random_state=0).set_params(featurizer__engine=engine).fit(train)
             total = _clock() - start
         finally:
-            PatchFeaturizer._maps, PatchFeaturizer._onnxruntime_features, onnx_module._feature_session = saved
+            PatchFeaturizer._maps, PatchFeaturizer._onnxruntime_features, featurizer_module.feature_session = saved
         backbone, setup = timers.seconds["backbone"], timers.seconds.get("setup", 0.0)
         lines.append(
             f"| {engine} | {total:.1f} | {backbone:.1f} | {setup:.1f} | {total - backbone:.1f} | "

@@ -46,13 +46,13 @@ SINGLE_PHASES = (
     ("skpatch", "WeightedCoreset.score_held_out", "train_scores"),
 )
 WORKER_PHASES = (
-    ("skpatch.dask", "_featurize_partition", "featurize"),
-    ("skpatch.dask", "_featurize_pieces", "featurize"),
-    ("skpatch.dask", "_raw_scores_block", "denoise"),
-    ("skpatch.dask", "_projected_scores_block", "denoise"),  # with max_shift
-    ("skpatch.dask", "_local_coreset", "coreset"),
-    ("skpatch.dask", "_merge_coresets", "coreset"),
-    ("skpatch.dask", "_leave_one_out_block", "train_scores"),
+    ("skpatch.dask._features", "featurize_partition", "featurize"),
+    ("skpatch.dask._features", "featurize_pieces", "featurize"),
+    ("skpatch.dask._denoise", "raw_scores_block", "denoise"),
+    ("skpatch.dask._denoise", "projected_scores_block", "denoise"),  # with max_shift
+    ("skpatch.dask._memory", "local_coreset", "coreset"),
+    ("skpatch.dask._memory", "merge_coresets", "coreset"),
+    ("skpatch.dask._fit", "leave_one_out_block", "train_scores"),
 )
 
 _RECORDS = []  # per process: (phase, seconds since start, peak RSS MiB)
@@ -196,7 +196,7 @@ def run_cluster(n_workers, paths, working_memory=None, chunk_mib=None, timeline=
     import skpatch.dask
     from skpatch import SoftPatchClassifier
 
-    original = skpatch.dask._fit_discriminator
+    original = skpatch.dask._fit.fit_discriminator
 
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                       dashboard_address=None, silence_logs=40) as cluster, Client(cluster) as client:
@@ -215,16 +215,16 @@ def run_cluster(n_workers, paths, working_memory=None, chunk_mib=None, timeline=
 
         from sklearn import config_context
 
-        skpatch.dask._fit_discriminator = timed_discriminator
-        chunk_bytes = skpatch.dask._POSITION_CHUNK_BYTES
+        skpatch.dask._fit.fit_discriminator = timed_discriminator
+        chunk_bytes = skpatch.dask._features.POSITION_CHUNK_BYTES
         if chunk_mib is not None:
-            skpatch.dask._POSITION_CHUNK_BYTES = int(chunk_mib * 2**20)
+            skpatch.dask._features.POSITION_CHUNK_BYTES = int(chunk_mib * 2**20)
         try:
             with config_context(working_memory=working_memory):
                 skpatch.dask.fit(SoftPatchClassifier(random_state=0), paths, client=client)
         finally:
-            skpatch.dask._fit_discriminator = original
-            skpatch.dask._POSITION_CHUNK_BYTES = chunk_bytes
+            skpatch.dask._fit.fit_discriminator = original
+            skpatch.dask._features.POSITION_CHUNK_BYTES = chunk_bytes
         return list(zip(client.run(probe._records).values(), client.run(probe._timeline).values()))
 
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 sys.path.insert(0, str(PROBES))
 
 from skpatch import NoiseDiscriminator  # noqa: E402
-from skpatch._discriminator import _keep_mask  # noqa: E402
+from skpatch._discriminator import keep_mask  # noqa: E402
 
 DISCRIMINATORS = {
     "k6": {"n_neighbors": 6, "max_shift": 0},
@@ -41,11 +41,11 @@ class _RelativeRemoval(NoiseDiscriminator):
 
     _relative_weights = False
 
-    def _fit_from_raw(self, raw, grid_shape):
-        super()._fit_from_raw(raw, grid_shape)
+    def fit_from_raw(self, raw, grid_shape, shifts=None):
+        super().fit_from_raw(raw, grid_shape, shifts)
         median = np.median(self.scores_, axis=1, keepdims=True)
         relative = self.scores_ / np.maximum(median, 1e-12)
-        self.kept_, self.score_threshold_ = _keep_mask(relative, self.threshold)
+        self.kept_, self.score_threshold_ = keep_mask(relative, self.threshold)
         if self._relative_weights and self.soft_weights:
             self.weights_ = (self.weights_ / np.maximum(median, 1e-12)).astype(np.float32)
         return self

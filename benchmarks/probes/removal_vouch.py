@@ -95,7 +95,7 @@ class _Vouched(NoiseDiscriminator):
             return self
         F = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32).reshape(n * n_patches, d))
         if self.window >= 0:
-            projection = self._projection(d)
+            projection = self.projection_matrix(d)
             Z = F.reshape(n, n_patches, d) if projection is None else F.reshape(n, n_patches, d) @ projection
             grid = self._check_grid_shape(grid_shape, n_patches)
             stat = window_vouching(Z, kept.reshape(n, n_patches), grid, self.window, self.m).reshape(-1)
