@@ -28,6 +28,7 @@ From the repository root::
 
     python benchmarks/fit_predict.py                       # 3 synthetic sets + bottle, 3 seeds
     python benchmarks/fit_predict.py --datasets hard_surface --seeds 0 1 2 3 4
+    python benchmarks/fit_predict.py --datasets tire --configs default    # MVTec 3D-AD tire
 """
 
 import argparse
@@ -46,6 +47,8 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 from noise_robustness import (  # noqa: E402 - after the path set-up
     DATASET_PARAMS,
     DEFAULT_DATA,
+    DEFAULT_DATA_ROOT,
+    REAL,
     SYNTHETIC,
     auroc_or_nan,
     commit,
@@ -64,17 +67,18 @@ def batches(name, seed, args):
     n_bad = int(round(args.batch_size * args.defect_fraction))
     n_good = args.batch_size - n_bad
     rng = np.random.RandomState(seed)
-    if name == "bottle":
+    if name in REAL:
         from skpatch.datasets import load_mvtec
 
-        if not Path(args.data).is_dir():
+        folder = Path(args.data) if name == "bottle" else Path(args.data_root) / REAL[name]
+        if not folder.is_dir():
             return None
-        data = load_mvtec(args.data)
+        data = load_mvtec(folder, load_masks=False)
         good = list(data.train_images)
         bad = [im for im, lab in zip(data.test_images, data.test_labels) if lab == 1]
         if len(good) < 2 * n_good or len(bad) < 2 * n_bad:
             raise ValueError(
-                f"bottle has {len(good)} good and {len(bad)} defective images; two batches of "
+                f"{name} has {len(good)} good and {len(bad)} defective images; two batches of "
                 f"{n_good} + {n_bad} need {2 * n_good} and {2 * n_bad}."
             )
         good = [good[i] for i in rng.permutation(len(good))[: 2 * n_good]]
@@ -111,7 +115,7 @@ def run_dataset(name, args, configs):
     for seed in args.seeds:
         pair = batches(name, seed, args)
         if pair is None:
-            log(f"{name}: {args.data} not found, skipped")
+            log(f"{name}: its data folder was not found, skipped")
             return rows
         with tempfile.TemporaryDirectory() as cache:
             for config, params in configs:
@@ -160,9 +164,11 @@ def report(rows, configs, args, seconds):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--datasets", nargs="+", choices=(*SYNTHETIC, "bottle"),
+    parser.add_argument("--datasets", nargs="+", choices=(*SYNTHETIC, *REAL),
                         default=["hard_surface", "hard_logical", "easy_object", "bottle"])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MVTec-layout bottle folder")
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
+                        help="folder holding the other real sets (tire: mvtec_3d_tire)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=60, help="images per batch")
     parser.add_argument("--defect-fraction", type=float, default=0.2, help="defective share of a batch")

@@ -15,14 +15,13 @@ import os
 from numbers import Integral
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 from scipy.ndimage import binary_erosion
 from sklearn.base import clone
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import HasMethods, Interval, validate_params
 
+from ._base import upsample_patch_maps
 from ._classifier import SoftPatchClassifier
 from ._images import check_images
 
@@ -221,12 +220,6 @@ def _held_out_maps(estimator, images, indices):
     return -patch_scores.reshape(len(indices), h, w)
 
 
-def _upsample(patch_maps, size):
-    """Bilinear upsampling of (n, h, w) maps to ``size``, as the segmenter does (unsmoothed)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(patch_maps, dtype=np.float32))[:, None]
-    return F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)[:, 0].numpy()
-
-
 # -- audit.csv ----------------------------------------------------------------------
 
 
@@ -262,7 +255,7 @@ def _grid(result, images, shown):
     size = _thumbnail_size(images.image_size)
     # The maps are drawn at the thumbnails' size, so that the outline is one
     # displayed pixel wide whatever the image size.
-    maps = _upsample(_held_out_maps(result.estimator, images, shown), size)
+    maps = upsample_patch_maps(_held_out_maps(result.estimator, images, shown), size)
     low, high = _colour_scale(maps, result)
     cards = []
     for i, index in enumerate(shown):
