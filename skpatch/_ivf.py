@@ -83,6 +83,33 @@ def _nearest_centroid(points, centroids):
     return out
 
 
+def _probe(queries, centroids, centroid_norms, n_probe):
+    """Squared query norms, squared distances to the centroids (by the
+    expansion) and the ``n_probe`` nearest lists of each query."""
+    query_norms = queries.square().sum(1)
+    centroid_sq = torch.addmm(centroid_norms, queries, centroids.T, alpha=-2.0)
+    centroid_sq.add_(query_norms[:, None])
+    probes = centroid_sq.topk(n_probe, largest=False, sorted=False).indices
+    return query_norms, centroid_sq, probes
+
+
+def _unpruned_pairs(centroid_sq, query_norms, centroid_norms, radii, probes, threshold):
+    """(query, list) pairs not probed yet whose bound ``||q - c_j|| - r_j`` is
+    not above the query's ``threshold`` distance (with a float32 slack)."""
+    slack = _BOUND_SLACK * (query_norms[:, None] + centroid_norms[None, :])
+    bound = (centroid_sq - slack).clamp_min_(0.0).sqrt_().sub_(radii[None, :])
+    bound.scatter_(1, probes, float("inf"))
+    return torch.nonzero(bound <= threshold[:, None] * (1 + _BOUND_SLACK), as_tuple=True)
+
+
+def _by_list(query, lst):
+    """``(list, queries asking it)`` for each list named in the pairs."""
+    order = torch.argsort(lst, stable=True)
+    query, lst = query[order], lst[order]
+    lists, counts = torch.unique_consecutive(lst, return_counts=True)
+    return zip(lists.tolist(), torch.split(query, counts.tolist()))
+
+
 class InvertedLists:
     """A bank whose rows are sorted by list, searched list by list.
 
@@ -119,12 +146,9 @@ class InvertedLists:
         """
         n = len(queries)
         n_probe = int(min(n_probe, len(self.centroids)))
-        query_norms = queries.square().sum(1)
-        # Squared distances to the centroids, by the expansion (float32 rounding
-        # is accounted for by the slack below).
-        centroid_sq = torch.addmm(self.centroid_norms, queries, self.centroids.T, alpha=-2.0)
-        centroid_sq.add_(query_norms[:, None])
-        probes = centroid_sq.topk(n_probe, largest=False, sorted=False).indices
+        # Squared distances to the centroids by the expansion (float32
+        # rounding is accounted for by the bound's slack).
+        query_norms, centroid_sq, probes = _probe(queries, self.centroids, self.centroid_norms, n_probe)
         device = queries.device
         best = torch.full((n,), float("inf"), device=device)
         best_index = torch.zeros(n, dtype=torch.int64, device=device)
@@ -136,10 +160,7 @@ class InvertedLists:
             distance = torch.where(
                 torch.isinf(best), best, (queries - self.bank[best_index]).norm(dim=1)
             )
-            slack = _BOUND_SLACK * (query_norms[:, None] + self.centroid_norms[None, :])
-            bound = (centroid_sq - slack).clamp_min_(0.0).sqrt_().sub_(self.radii[None, :])
-            bound.scatter_(1, probes, float("inf"))
-            query, lst = torch.nonzero(bound <= distance[:, None] * (1 + _BOUND_SLACK), as_tuple=True)
+            query, lst = _unpruned_pairs(centroid_sq, query_norms, self.centroid_norms, self.radii, probes, distance)
             self._search_pairs(queries, query, lst, best, best_index, exclude)
         # The winner's distance is recomputed directly: the expansion loses
         # precision for near-duplicates.
@@ -150,13 +171,7 @@ class InvertedLists:
         """Update ``best`` (partial squared distances) over (query, list) pairs."""
         if query.numel() == 0:
             return
-        order = torch.argsort(lst, stable=True)
-        query, lst = query[order], lst[order]
-        lists, counts = torch.unique_consecutive(lst, return_counts=True)
-        start = 0
-        for j, count in zip(lists.tolist(), counts.tolist()):
-            asking = query[start : start + count]
-            start += count
+        for j, asking in _by_list(query, lst):
             lo, hi = self.offsets[j], self.offsets[j + 1]
             if hi == lo:
                 continue
@@ -241,10 +256,7 @@ class GroupedInvertedLists:
         """
         n = len(queries)
         n_probe = int(min(n_probe, len(self.centroids)))
-        query_norms = queries.square().sum(1)
-        centroid_sq = torch.addmm(self.centroid_norms, queries, self.centroids.T, alpha=-2.0)
-        centroid_sq.add_(query_norms[:, None])
-        probes = centroid_sq.topk(n_probe, largest=False, sorted=False).indices
+        query_norms, centroid_sq, probes = _probe(queries, self.centroids, self.centroid_norms, n_probe)
         device = queries.device
         best = torch.full((n, self.n_groups), float("inf"), device=device)
         best_index = torch.zeros((n, self.n_groups), dtype=torch.int64, device=device)
@@ -255,10 +267,7 @@ class GroupedInvertedLists:
             # distance of every group (inf while a group has no candidate
             # yet: then every list is searched).
             worst = (best.max(1).values + query_norms).clamp_min_(0.0).sqrt_()
-            slack = _BOUND_SLACK * (query_norms[:, None] + self.centroid_norms[None, :])
-            bound = (centroid_sq - slack).clamp_min_(0.0).sqrt_().sub_(self.radii[None, :])
-            bound.scatter_(1, probes, float("inf"))
-            query, lst = torch.nonzero(bound <= worst[:, None] * (1 + _BOUND_SLACK), as_tuple=True)
+            query, lst = _unpruned_pairs(centroid_sq, query_norms, self.centroid_norms, self.radii, probes, worst)
             self._search_pairs(queries, query, lst, best, best_index)
         # Distances of the winners recomputed directly (the expansion loses
         # precision for near-duplicates), one group at a time.
@@ -272,13 +281,7 @@ class GroupedInvertedLists:
         """Update ``best`` (partial squared distances) over (query, list) pairs."""
         if query.numel() == 0:
             return
-        order = torch.argsort(lst, stable=True)
-        query, lst = query[order], lst[order]
-        lists, counts = torch.unique_consecutive(lst, return_counts=True)
-        start = 0
-        for j, count in zip(lists.tolist(), counts.tolist()):
-            asking = query[start : start + count]
-            start += count
+        for j, asking in _by_list(query, lst):
             lo, hi = self.offsets[j], self.offsets[j + 1]
             if hi == lo:
                 continue
