@@ -247,3 +247,20 @@ def test_exact_bag_scores_equal_each_member_searched_alone():
     again = pickle.loads(pickle.dumps(bag))
     assert not hasattr(again, "_lists_cache")
     np.testing.assert_array_equal(again.score_samples(X[:6]), bag.score_samples(X[:6]))
+
+
+def test_grouped_lists_search_every_list_for_a_group_without_a_probed_row():
+    import torch
+
+    from skpatch._ivf import GroupedInvertedLists
+
+    # Group 1's only row is in list 1; a query probing list 0 alone must
+    # still find it (its best is inf after the probe, so nothing is pruned).
+    rows = torch.tensor([[0.0, 0.0], [0.1, 0.0], [10.0, 0.0]])
+    lists = GroupedInvertedLists(
+        rows, torch.tensor([[0.05, 0.0], [10.0, 0.0]]), torch.tensor([0.05, 0.0]), [0, 2, 3],
+        torch.tensor([0, 0, 1]), torch.tensor([0, 1, 0]), 2,
+    )
+    distance, index = lists.search(torch.tensor([[0.0, 0.0]]), n_probe=1)
+    assert index.tolist() == [[0, 2]]
+    np.testing.assert_allclose(distance.numpy(), [[0.0, 10.0]])
