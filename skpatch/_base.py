@@ -168,10 +168,9 @@ class BaseSoftPatch(BaseEstimator):
             patches = features
         elif isinstance(denoise, NoiseDiscriminator):
             grid_shape = getattr(featurizer, "feature_shape_", None)
-            if key is not None:
-                patches = denoise._fit_transform_cached(features, memory, key, grid_shape)
-            else:
-                patches = denoise.fit_transform(features, grid_shape=grid_shape)
+            patches = denoise.fit_transform(
+                features, grid_shape=grid_shape, cache=memory if key is not None else None, features_key=key
+            )
         else:
             patches = denoise.fit_transform(features)
         coreset.fit(patches)

@@ -220,7 +220,7 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, grid_shape=None):
+    def fit(self, X, y=None, *, grid_shape=None, cache=None, features_key=None):
         """Score every training patch and choose which to keep.
 
         Parameters
@@ -233,27 +233,29 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
             The patch grid ``(h, w)`` of ``X`` (row-major, as
             :attr:`PatchFeaturizer.feature_shape_`), needed by ``max_shift``;
             None means a square grid. The estimators pass it on.
+        cache : joblib.Memory or None, default=None
+            Where to cache the raw outlier scores, with ``features_key``
+            (the estimators pass their ``cache=`` on). A raw score depends
+            on the features and on the score's own settings, not on
+            ``threshold`` or ``soft_weights``, so a grid over those (or over
+            methods sharing a score, as ``"softpatch+"`` shares LOF and
+            Gaussian) computes each score once. Without a seeded projection
+            nothing can be shared and the scores are computed as without a
+            cache.
+        features_key : str or None, default=None
+            An identifier of ``X`` (the estimators use a hash of the images
+            and the featurizer's settings); required with ``cache``.
 
         Returns
         -------
         self : NoiseDiscriminator
         """
-        return self._fit(X, grid_shape=grid_shape)
-
-    def _fit_transform_cached(self, X, memory, feature_key, grid_shape=None):
-        """:meth:`fit_transform` with the raw scores cached in ``memory``.
-
-        Used by the estimators' ``cache=`` (a :class:`joblib.Memory`): a raw
-        score depends on the features (``feature_key`` identifies them) and on
-        :meth:`_score_key`, not on ``threshold`` or ``soft_weights``, so a
-        grid over those (or over methods sharing a score, as ``"softpatch+"``
-        shares LOF and Gaussian) computes each score once. Without a seeded
-        projection nothing can be shared and the scores are computed as in
-        :meth:`fit`.
-        """
-        self._validate_params()
-        self._fit(X, memory, feature_key, grid_shape=grid_shape)
-        return WeightedPatches(X, self.weights_, self.kept_)
+        if (cache is None) != (features_key is None):
+            raise ValueError(
+                "cache and features_key go together: pass both to cache the raw scores, or neither; "
+                f"got cache={cache!r} and features_key={features_key!r}."
+            )
+        return self._fit(X, cache, features_key, grid_shape=grid_shape)
 
     def _fit(self, X, memory=None, feature_key=None, grid_shape=None):
         features, _, _ = check_patch_features(X)
@@ -288,7 +290,7 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
             key["max_shift"], key["grid_shape"] = int(self.max_shift), tuple(grid_shape)
         return key
 
-    def fit_transform(self, X, y=None, *, grid_shape=None):
+    def fit_transform(self, X, y=None, *, grid_shape=None, cache=None, features_key=None):
         """Fit, then hand all patches with weights and keep mask to the next step.
 
         Parameters
@@ -297,15 +299,14 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
             Patch features of the training images.
         y : None
             Ignored.
-        grid_shape : tuple of (int, int), default=None
-            The patch grid of ``X``, as in :meth:`fit`.
+        grid_shape, cache, features_key : see :meth:`fit`
 
         Returns
         -------
         patches : WeightedPatches
             ``X`` with ``weights_`` and ``kept_``; see the class docstring.
         """
-        self.fit(X, grid_shape=grid_shape)
+        self.fit(X, grid_shape=grid_shape, cache=cache, features_key=features_key)
         return WeightedPatches(X, self.weights_, self.kept_)
 
     def transform(self, X):

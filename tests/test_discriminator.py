@@ -296,3 +296,34 @@ def test_keep_mask_breaks_ties_by_position():
 def test_begin_fit_needs_two_images():
     with pytest.raises(ValueError, match="at least 2 training images"):
         NoiseDiscriminator().begin_fit((1, 4, 8))
+
+
+def test_fit_caches_raw_scores_under_the_features_key(tmp_path):
+    import joblib
+
+    from skpatch import NoiseDiscriminator
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(12, 16, 8)).astype(np.float32)
+    memory = joblib.Memory(tmp_path, verbose=0)
+    plain = NoiseDiscriminator(threshold=0.1, random_state=0).fit_transform(X)
+    first = NoiseDiscriminator(threshold=0.1, random_state=0).fit_transform(X, cache=memory, features_key="x")
+    entries = len(list(tmp_path.rglob("output.pkl")))
+    assert entries > 0
+    # A new threshold reuses the cached raw scores (no new entry): same
+    # scores_, another cut.
+    again = NoiseDiscriminator(threshold=0.3, random_state=0).fit(X, cache=memory, features_key="x")
+    assert len(list(tmp_path.rglob("output.pkl"))) == entries
+    np.testing.assert_array_equal(first.weights, plain.weights)
+    np.testing.assert_array_equal(first.kept, plain.kept)
+    np.testing.assert_array_equal(again.scores_, NoiseDiscriminator(threshold=0.3, random_state=0).fit(X).scores_)
+    assert again.kept_.sum() < first.kept.sum()
+
+
+@pytest.mark.parametrize("kwargs", [{"cache": "somewhere"}, {"features_key": "x"}])
+def test_cache_and_features_key_go_together(kwargs):
+    from skpatch import NoiseDiscriminator
+
+    X = np.zeros((4, 4, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match="cache and features_key go together"):
+        NoiseDiscriminator().fit(X, **kwargs)
