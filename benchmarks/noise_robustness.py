@@ -144,6 +144,8 @@ SUMMARY_METRICS = (
 DETAIL_METRICS = (
     "pix_f1",
     "pix_f1_max",
+    "pix_precision",
+    "pix_recall",
     "cont_est",
     "cont_true",
     "auroc_seen",
@@ -158,7 +160,7 @@ DETAIL_METRICS = (
 RUN_FIELDS = (
     "dataset", "estimator", "config", "params", "seed", "noise", "overlap", "n_train",
     "n_injected", "n_test", "img_auroc", "pix_auroc", "aupro", "auroc_seen",
-    "auroc_unseen", "fit_predict", "pix_f1", "pix_f1_max", "cont_est", "cont_true", "rm_all", "rm_inj", "rm_clean", "rm_defect",
+    "auroc_unseen", "fit_predict", "pix_f1", "pix_f1_max", "pix_precision", "pix_recall", "cont_est", "cont_true", "rm_all", "rm_inj", "rm_clean", "rm_defect",
     "disc_auc", "fit_s", "score_s", "shared_with", "note",
 )
 
@@ -393,7 +395,8 @@ def evaluate(kind, estimator, split, masks, train_labels, injected_masks):
         row["pix_auroc"] = float(pixel_auroc(masks, maps))
         row["aupro"] = float(aupro(masks, maps))
         # The masks a user gets (predict's threshold) against the best threshold.
-        row["pix_f1"] = pixel_f1(masks, maps > -estimator.offset_)
+        flagged = maps > -estimator.offset_
+        row["pix_precision"], row["pix_recall"], row["pix_f1"] = pixel_precision_recall_f1(masks, flagged)
         row["pix_f1_max"] = float(f1_max(masks, maps))
     estimate = getattr(estimator, "contamination_estimate_", None)
     if estimate is not None:
@@ -403,12 +406,18 @@ def evaluate(kind, estimator, split, masks, train_labels, injected_masks):
     return row
 
 
-def pixel_f1(masks, predicted):
-    """F1 of predicted defect pixels against the ground-truth masks."""
+def pixel_precision_recall_f1(masks, predicted):
+    """Precision, recall and F1 of predicted defect pixels against the ground-truth masks."""
     true_positive = float(np.logical_and(masks, predicted).sum())
     precision = true_positive / max(float(predicted.sum()), 1.0)
     recall = true_positive / max(float(masks.sum()), 1.0)
-    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return precision, recall, f1
+
+
+def pixel_f1(masks, predicted):
+    """F1 of predicted defect pixels against the ground-truth masks."""
+    return pixel_precision_recall_f1(masks, predicted)[2]
 
 
 # -- the run ----------------------------------------------------------------------------------
