@@ -182,6 +182,7 @@ class BaggedCoreset(BaseEstimator):
         features, weights, kept = check_patch_features(X, allow_weighted=True)
         if not kept.any():
             raise ValueError(ALL_REMOVED)
+        self.__dict__.pop("_lists_cache", None)  # a refit has other members
         n_images = len(features)
         rng = check_random_state(self.random_state)
         membership = _deal(n_images, self.n_estimators, self.max_samples, rng)
@@ -266,8 +267,11 @@ class BaggedCoreset(BaseEstimator):
         rng = np.random.RandomState(_SHARED_LISTS_SEED)
         lists, order = build_grouped_lists([m.memory_bank_ for m in members], rng, device)
         weights = np.concatenate([m.memory_weights_ for m in members]).astype(np.float32, copy=False)
-        self._lists_cache = (str(device), lists, torch.from_numpy(weights[order]).to(device))
-        return self._lists_cache[1:]
+        # Built into a local and returned from it: a thread that replaces the
+        # cache meanwhile (another device) cannot hand this one its lists.
+        cache = (str(device), lists, torch.from_numpy(weights[order]).to(device))
+        self._lists_cache = cache
+        return cache[1:]
 
     def __getstate__(self):
         # A copy: object.__getstate__ returns the instance's own __dict__.

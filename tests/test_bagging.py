@@ -264,3 +264,13 @@ def test_grouped_lists_search_every_list_for_a_group_without_a_probed_row():
     distance, index = lists.search(torch.tensor([[0.0, 0.0]]), n_probe=1)
     assert index.tolist() == [[0, 2]]
     np.testing.assert_allclose(distance.numpy(), [[0.0, 10.0]])
+
+
+def test_a_refit_bag_scores_with_its_new_members():
+    X1 = _features(20, 16, seed=0)
+    X2 = _features(20, 16, seed=1) + 5.0
+    bag = BaggedCoreset(3, max_samples=1 / 3, sampling_ratio=0.5, random_state=0)
+    bag.fit(X1).score_samples(X1[:2])  # builds the shared lists of the first fit
+    refit = bag.fit(X2).score_samples(X1[:2])
+    fresh = BaggedCoreset(3, max_samples=1 / 3, sampling_ratio=0.5, random_state=0).fit(X2)
+    np.testing.assert_array_equal(refit, fresh.score_samples(X1[:2]))
