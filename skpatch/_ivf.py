@@ -273,7 +273,10 @@ class GroupedInvertedLists:
             # distance of every group (inf while a group has no candidate
             # yet: then every list is searched).
             partial, _ = _unpack(best.view(n, self.n_groups))
-            worst = (partial.max(1).values + query_norms).clamp_min_(0.0).sqrt_()
+            # Squared distances by the expansion, raised by the same relative
+            # slack as the bounds, so that its rounding cannot prune a list.
+            slack = _BOUND_SLACK * (query_norms + self.norms.max())
+            worst = (partial.max(1).values + query_norms + slack).clamp_min_(0.0).sqrt_()
             query, lst = _unpruned_pairs(centroid_sq, query_norms, self.centroid_norms, self.radii, probes, worst)
             self._search_pairs(queries, query, lst, best)
         partial, rank = _unpack(best.view(n, self.n_groups))
