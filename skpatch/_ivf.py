@@ -110,7 +110,21 @@ def _by_list(query, lst):
     return zip(lists.tolist(), torch.split(query, counts.tolist()))
 
 
-class InvertedLists:
+class _ListsOfRows:
+    """A bank whose rows are grouped by list, with what both searches need:
+    the rows' squared norms and the lists' centroids, their squared norms,
+    radii and row offsets."""
+
+    def __init__(self, bank, centroids, radii, offsets):
+        self.bank = bank
+        self.norms = bank.square().sum(1)
+        self.centroids = centroids
+        self.centroid_norms = centroids.square().sum(1)
+        self.radii = radii
+        self.offsets = [int(o) for o in offsets]
+
+
+class InvertedLists(_ListsOfRows):
     """A bank whose rows are sorted by list, searched list by list.
 
     Parameters
@@ -127,13 +141,8 @@ class InvertedLists:
     """
 
     def __init__(self, bank, centroids, radii, offsets, groups=None):
-        self.bank = bank
+        super().__init__(bank, centroids, radii, offsets)
         self.groups = groups
-        self.norms = bank.square().sum(1)
-        self.centroids = centroids
-        self.centroid_norms = centroids.square().sum(1)
-        self.radii = radii
-        self.offsets = [int(o) for o in offsets]
 
     def search(self, queries, n_probe, exact=True, exclude=None):
         """Nearest bank row of each query: (distance, index) tensors.
@@ -189,7 +198,7 @@ class InvertedLists:
             best_index[asking[better]] = index[better]
 
 
-class GroupedInvertedLists:
+class GroupedInvertedLists(_ListsOfRows):
     """Inverted lists over the rows of several banks, searched for the
     nearest row *of each bank* in one pass.
 
@@ -219,12 +228,8 @@ class GroupedInvertedLists:
     """
 
     def __init__(self, bank, centroids, radii, offsets, groups, ties, n_groups):
-        self.bank = bank
-        self.norms = bank.square().sum(1)
-        self.centroids = centroids
-        self.centroid_norms = centroids.square().sum(1)
-        self.radii = radii
-        self.offsets = [int(o) for o in offsets]
+        super().__init__(bank, centroids, radii, offsets)
+        self.largest_norm = self.norms.max()
         self.ties = ties
         self.n_groups = int(n_groups)
         # Each list's rows as a (n_groups, width) table of positions in the
@@ -275,7 +280,7 @@ class GroupedInvertedLists:
             partial, _ = _unpack(best.view(n, self.n_groups))
             # Squared distances by the expansion, raised by the same relative
             # slack as the bounds, so that its rounding cannot prune a list.
-            slack = _BOUND_SLACK * (query_norms + self.norms.max())
+            slack = _BOUND_SLACK * (query_norms + self.largest_norm)
             worst = (partial.max(1).values + query_norms + slack).clamp_min_(0.0).sqrt_()
             query, lst = _unpruned_pairs(centroid_sq, query_norms, self.centroid_norms, self.radii, probes, worst)
             self._search_pairs(queries, query, lst, best)
