@@ -198,21 +198,25 @@ class BaseSoftPatch(BaseEstimator):
         (the features are about 16x larger than a 128 px image). Blocks are
         whole featurizer batches: the scores are those of one pass.
         """
+        return self._by_blocks(images, self._block_patch_anomaly)
+
+    def _by_blocks(self, images, score_block):
+        """``score_block(features)`` of a checked collection, block by block, concatenated."""
         images = check_images(images)  # the command line passes lists
         _warn_far_size(images.image_size, self.image_size_)
         n_images = len(images)
         step = self._images_per_block(n_images)
         if step >= n_images:
-            return self._block_patch_anomaly(images)
+            return score_block(self._features(images))
         return np.concatenate(
             [
-                self._block_patch_anomaly(images.subset(start, min(start + step, n_images)))
+                score_block(self._features(images.subset(start, min(start + step, n_images))))
                 for start in range(0, n_images, step)
             ]
         )
 
-    def _block_patch_anomaly(self, images):
-        return self._patch_map(-self.pipeline_[-1].score_samples(self._features(images)))
+    def _block_patch_anomaly(self, features):
+        return self._patch_map(-self.pipeline_[-1].score_samples(features))
 
     def _images_per_block(self, n_images):
         """Images scored per block: all of them when the features are cached (the

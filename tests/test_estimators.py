@@ -330,6 +330,23 @@ def test_image_score_is_mean_of_k_largest_patch_scores(k, data):
     np.testing.assert_allclose(clf.score_samples(X[:3]), -top.mean(axis=1), rtol=1e-5)
 
 
+@pytest.mark.parametrize("memory", [WeightedCoreset(), WeightedCoreset(search="brute"), BaggedCoreset()])
+def test_image_scores_are_the_maxima_of_the_patch_maps(memory, data, monkeypatch):
+    """With image_score_k=1 the classifier asks a memory step that has
+    min_score_samples for the maxima (the pruned search), and gets the
+    maxima of the maps it would otherwise have computed."""
+    train, X, _, _ = data
+    clf = _small(SoftPatchClassifier, memory=memory).fit(train)
+    maps, expected = clf.anomaly_maps(X[:6], return_scores=True)
+    calls = []
+    step = clf.pipeline_[-1]
+    if hasattr(step, "min_score_samples"):
+        original = step.min_score_samples
+        monkeypatch.setattr(step, "min_score_samples", lambda F: calls.append(len(F)) or original(F))
+    np.testing.assert_array_equal(clf.score_samples(X[:6]), -expected)
+    assert calls == ([6] if hasattr(step, "min_score_samples") else [])
+
+
 @pytest.mark.parametrize("cls", ESTIMATORS)
 def test_large_collections_are_scored_in_blocks_with_the_same_results(cls, data, monkeypatch, tmp_path):
     from sklearn import config_context
