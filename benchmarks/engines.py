@@ -345,6 +345,10 @@ def score_with_stages(clf, paths, engine):
     # transform calls _embed(batch, model); the engines take the batch only.
     featurizer._embed = timers.wrap("embed", lambda batch, model: engine(batch))
     coreset.score_samples = timers.wrap("search", coreset.score_samples)
+    searches = ["score_samples"]
+    if hasattr(coreset, "min_score_samples"):  # the classifier's pruned search
+        coreset.min_score_samples = timers.wrap("search", coreset.min_score_samples)
+        searches.append("min_score_samples")
     try:
         start = _clock()
         scores = clf.score_samples(paths)
@@ -354,7 +358,9 @@ def score_with_stages(clf, paths, engine):
             images_module._load_item, images_module._to_float_rgb, featurizer_module.F,
             featurizer_module.prefetch_map,
         ) = saved
-        del featurizer._embed, coreset.score_samples
+        del featurizer._embed
+        for name in searches:
+            delattr(coreset, name)
         if own_maps is None:
             del cnn_owner._maps
         else:
@@ -453,7 +459,7 @@ def scoring_table(args, workdir):
         "",
         "Stages: `decode` = PNG -> uint8 array (PIL); `uint8 -> float`; `resize` = antialiased "
         "256 -> 224; `CNN` = normalisation + backbone stages; `pooling` = local aggregation, "
-        "upsampling, channel pooling; `search` = `WeightedCoreset.score_samples` (exact search); "
+        "upsampling, channel pooling; `search` = the memory step's search (`WeightedCoreset.min_score_samples`, the exact search pruned by each image's largest distance, for the default classifier); "
         "`decode wait` = the main thread waiting for the next decoded batch; "
         "`(threads)` = time in the decoding threads, overlapping the main thread's stages (not "
         "part of the total); `other` = the rest of the main thread's time (validation, which "

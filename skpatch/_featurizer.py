@@ -260,7 +260,7 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         spans = [(start, min(start + self.batch_size, len(images))) for start in range(0, len(images), self.batch_size)]
         workers = self.decode_workers if images.is_lazy else 0
         batches = progress(
-            prefetch_map(lambda span: images.batch(*span), spans, n_workers=workers, ahead=workers),
+            prefetch_map(lambda span: self._resized(images.batch(*span)), spans, n_workers=workers, ahead=workers),
             enabled=self.verbose > 0,
             total=len(spans),
             desc="featurize",
@@ -298,12 +298,17 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         ``_embed`` and ``_maps`` are the seams that ``benchmarks/engines.py``
         times and replaces.
         """
-        size = self._image_size()
-        if tuple(batch.shape[-2:]) != size:
-            batch = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+        batch = self._resized(batch)
         if self.engine == "onnxruntime":
             return self._onnxruntime_features(batch)
         return self._embedding(model).pool(self._maps(batch, model))
+
+    def _resized(self, batch):
+        """A (b, 3, H, W) batch resized to ``image_size`` (antialiased bilinear)."""
+        size = self._image_size()
+        if tuple(batch.shape[-2:]) != size:
+            batch = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return batch
 
     def _embedding(self, model=None, input_size=None):
         """The fitted patch embedding, as a torch module.

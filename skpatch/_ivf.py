@@ -86,10 +86,16 @@ def _nearest_centroid(points, centroids):
     return out
 
 
+def _squared_norms(rows):
+    """Squared row norms (several times faster than ``square().sum(1)``; they
+    only enter bounds, which carry a slack for rounding)."""
+    return torch.linalg.vector_norm(rows, dim=1).square_()
+
+
 def _probe(queries, centroids, centroid_norms, n_probe):
     """Squared query norms, squared distances to the centroids (by the
     expansion) and the ``n_probe`` nearest lists of each query."""
-    query_norms = queries.square().sum(1)
+    query_norms = _squared_norms(queries)
     centroid_sq = torch.addmm(centroid_norms, queries, centroids.T, alpha=-2.0)
     centroid_sq.add_(query_norms[:, None])
     probes = centroid_sq.topk(n_probe, largest=False, sorted=False).indices
@@ -295,7 +301,7 @@ def image_max_weighted_distance(lists, queries, weights, n_per_image, n_probe, n
     # Round 1: distance to each list's row nearest its centroid, by the
     # expansion, raised by the slack so that it stays an upper bound.
     medoids = lists.medoids()
-    query_norms = queries.square().sum(1)
+    query_norms = _squared_norms(queries)
     partial = torch.addmm(lists.norms[medoids], queries, lists.bank[medoids].T, alpha=-2.0)
     value, arg = partial.min(1)
     slack = _BOUND_SLACK * (query_norms + lists.norms[medoids][arg])
