@@ -441,7 +441,7 @@ def scoring_table(args, workdir):
             rows.append(("exported graph", f"failed: {type(exc).__name__}: {str(exc)[:80]}", None, None, None))
     order = [
         "decode wait", "decode", "uint8 -> float", "resize", "CNN", "pooling", "CNN + pooling (engine)",
-        "search", "decode (threads)", "uint8 -> float (threads)",
+        "search", "decode (threads)", "uint8 -> float (threads)", "resize (threads)",
     ]
     stage_names = [s for s in order if s in stage_names] + [s for s in stage_names if s not in order and s != "other"] + ["other"]
     header = ["engine", "images/s", "ms/image", *[f"{s} ms/img" for s in stage_names], "max rel diff", "setup s"]
@@ -458,7 +458,7 @@ def scoring_table(args, workdir):
     lines += [
         "",
         "Stages: `decode` = PNG -> uint8 array (PIL); `uint8 -> float`; `resize` = antialiased "
-        "256 -> 224; `CNN` = normalisation + backbone stages; `pooling` = local aggregation, "
+        "256 -> 224 (in the decoding threads when reading files); `CNN` = normalisation + backbone stages; `pooling` = local aggregation, "
         "upsampling, channel pooling; `search` = the memory step's search (`WeightedCoreset.min_score_samples`, the exact search pruned by each image's largest distance, for the default classifier); "
         "`decode wait` = the main thread waiting for the next decoded batch; "
         "`(threads)` = time in the decoding threads, overlapping the main thread's stages (not "

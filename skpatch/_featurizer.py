@@ -1,7 +1,10 @@
 """Locally aware patch features from an ImageNet-pretrained CNN."""
 
 import copy
+import functools
+import importlib.util
 import os
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -80,13 +83,18 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         Number of torch threads during inference; ``None`` keeps torch's
         current setting and -1 uses all cores.
 
-    engine : {"torch", "onnxruntime"}, default="torch"
+    engine : {"auto", "torch", "onnxruntime"}, default="auto"
         What runs the CNN and the feature pooling. ``"onnxruntime"`` exports
         them once (about a second, at the first ``transform``) and runs them
-        with onnxruntime (``pip install 'skpatch[export]'``): 4-6x faster on
-        CPU for EfficientNet-Lite0 and about 2x for wide_resnet50_2
+        with onnxruntime (``pip install 'skpatch[export]'``): 1.6-2x faster
+        than torch on CPU for EfficientNet-Lite0 and wide_resnet50_2
         (``benchmarks/engines.py``), features equal to torch's within 1e-6
-        relative. The resize stays torch's.
+        relative. ``"auto"`` is onnxruntime where it is installed and the
+        CNN runs on the CPU, else torch; the environment variable
+        ``SKPATCH_ENGINE=torch`` makes it torch everywhere (if the export
+        fails, ``"auto"`` warns once and runs torch). The resize is torch's
+        with every engine.
+
     device : str, default="auto"
         Where the CNN runs: ``"auto"`` (CUDA if available, then Apple's MPS,
         else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``. A
@@ -139,6 +147,9 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
     ((2, 64, 64), (8, 8))
     """
 
+    # Model files written before the engine parameter ran torch (skpatch._persist).
+    _absent_from_older_files = {"engine": "torch"}
+
     _parameter_constraints = {
         "backbone": [str],
         "weights": [str, os.PathLike, None],
@@ -152,7 +163,7 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         "n_jobs": [Integral, None],
         "device": [str],
         "verbose": ["verbose"],
-        "engine": [StrOptions({"torch", "onnxruntime"})],
+        "engine": [StrOptions({"auto", "torch", "onnxruntime"})],
     }
 
     def __init__(
@@ -170,7 +181,7 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         n_jobs=None,
         device="auto",
         verbose=0,
-        engine="torch",
+        engine="auto",
     ):
         self.backbone = backbone
         self.weights = weights
@@ -280,7 +291,7 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
                 "to skpatch.load)."
             )
             raise ValueError(msg) from None
-        if self.engine == "onnxruntime" and device.type != "cpu":
+        if self.engine == "onnxruntime" and device.type != "cpu":  # "auto" runs torch there
             if self.device == "auto":
                 return torch.device("cpu")  # "auto" means the engine's device
             msg = (
@@ -299,9 +310,19 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         times and replaces.
         """
         batch = self._resized(batch)
-        if self.engine == "onnxruntime":
-            return self._onnxruntime_features(batch)
+        if self._runs_onnxruntime(batch.device):
+            features = self._onnxruntime_features(batch)
+            if features is not None:
+                return features
         return self._embedding(model).pool(self._maps(batch, model))
+
+    def _runs_onnxruntime(self, device):
+        """Whether ``engine`` means onnxruntime for a batch on ``device``."""
+        if self.engine != "auto":
+            return self.engine == "onnxruntime"
+        if device.type != "cpu" or os.environ.get("SKPATCH_ENGINE", "").lower() == "torch":
+            return False
+        return self.__dict__.get("_session", (None, None))[1] is not False and _onnxruntime_installed()
 
     def _resized(self, batch):
         """A (b, 3, H, W) batch resized to ``image_size`` (antialiased bilinear)."""
@@ -333,7 +354,18 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         session = self.__dict__.get("_session")
         if session is None or session[0] != threads:
             embedding = self._embedding(input_size=self._image_size())
-            self._session = session = (threads, feature_session(embedding, threads))
+            try:
+                self._session = session = (threads, feature_session(embedding, threads))
+            except Exception as exc:
+                if self.engine != "auto":
+                    raise
+                warnings.warn(
+                    f"engine='auto': the export to onnxruntime failed ({type(exc).__name__}: {exc}); "
+                    "this featurizer runs torch. Set engine='torch' to silence this.",
+                    UserWarning,
+                )
+                self._session = (threads, False)  # do not try again
+                return None
         return torch.from_numpy(session[1].run(None, {INPUT_NAME: batch.numpy()})[0])
 
     def __getstate__(self):
@@ -381,3 +413,9 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         tags.input_tags.three_d_array = True
         tags.transformer_tags.preserves_dtype = []
         return tags
+
+
+@functools.lru_cache(maxsize=None)
+def _onnxruntime_installed():
+    """Whether onnxruntime can be imported (looked up once per process)."""
+    return importlib.util.find_spec("onnxruntime") is not None

@@ -592,6 +592,9 @@ class _Reader:
     def estimator(self, node, where):
         cls = self.trusted[node["class"]]  # checked against TRUSTED_CLASSES before
         params = {key: self.decode(value, f"{where}.{key}") for key, value in node["params"].items()}
+        # A parameter added after the file was written takes the value that
+        # reproduces the old behaviour, not the new default.
+        params = {**getattr(cls, "_absent_from_older_files", {}), **params}
         try:
             obj = cls(**params)
         except TypeError as exc:

@@ -6,6 +6,11 @@ import torch
 
 # Keep the suite light on the 2-core CI machine and make timings irrelevant.
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# PatchFeaturizer(engine="auto") would export every test's small CNN to
+# onnxruntime (about a second each) where onnxruntime is installed: the
+# suite's estimators run torch, and the tests of "auto" unset this
+# (tests/test_onnx.py). Spawned Dask workers inherit it.
+os.environ.setdefault("SKPATCH_ENGINE", "torch")
 
 BOTTLE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "data", "mvtec_ad_bottle")
 

@@ -142,7 +142,8 @@ def test_engines_scoring_stages_add_up(engines, tmp_path):
     engine, _ = engines.make_engine("channels_last", clf.pipeline_[0], 1, str(tmp_path))
     scores, total, stages = engines.score_with_stages(clf, paths, engine)
     np.testing.assert_array_equal(scores, expected)
-    assert {"CNN", "pooling", "resize", "search", "decode (threads)", "decode wait"} <= set(stages)
+    # Files are decoded and resized in the decoding threads.
+    assert {"CNN", "pooling", "resize (threads)", "search", "decode (threads)", "decode wait"} <= set(stages)
     assert stages["other"] >= -1e-9
     main_thread = sum(v for k, v in stages.items() if not k.endswith("(threads)"))
     assert main_thread == pytest.approx(total)

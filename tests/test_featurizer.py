@@ -79,3 +79,21 @@ def test_transform_before_fit(images):
 
     with pytest.raises(NotFittedError):
         PatchFeaturizer().transform(images)
+
+
+def test_auto_engine_is_torch_without_onnxruntime_or_off_the_cpu(monkeypatch):
+    import skpatch._featurizer
+
+    monkeypatch.delenv("SKPATCH_ENGINE", raising=False)
+    featurizer = PatchFeaturizer()
+    assert featurizer.engine == "auto"
+    monkeypatch.setattr(skpatch._featurizer, "_onnxruntime_installed", lambda: True)
+    assert featurizer._runs_onnxruntime(torch.device("cpu"))
+    assert not featurizer._runs_onnxruntime(torch.device("meta"))  # a GPU, say
+    monkeypatch.setenv("SKPATCH_ENGINE", "torch")
+    assert not featurizer._runs_onnxruntime(torch.device("cpu"))
+    monkeypatch.delenv("SKPATCH_ENGINE")
+    monkeypatch.setattr(skpatch._featurizer, "_onnxruntime_installed", lambda: False)
+    assert not featurizer._runs_onnxruntime(torch.device("cpu"))
+    assert not PatchFeaturizer(engine="torch")._runs_onnxruntime(torch.device("cpu"))
+    assert PatchFeaturizer(engine="onnxruntime")._runs_onnxruntime(torch.device("cpu"))

@@ -207,7 +207,7 @@ def test_onnxruntime_engine_matches_torch_features(data):
 
     train, X = data
     params = dict(image_size=48, embed_dim=64, batch_size=8)
-    torch_features = PatchFeaturizer(**params).fit(train).transform(X)
+    torch_features = PatchFeaturizer(engine="torch", **params).fit(train).transform(X)
     featurizer = PatchFeaturizer(engine="onnxruntime", n_jobs=1, **params).fit(train)
     features = featurizer.transform(X)
     assert features.shape == torch_features.shape and features.dtype == np.float32
@@ -216,6 +216,48 @@ def test_onnxruntime_engine_matches_torch_features(data):
     restored = pickle.loads(pickle.dumps(featurizer))
     assert "_session" not in restored.__dict__
     np.testing.assert_array_equal(restored.transform(X), features)
+
+
+def test_auto_engine_runs_onnxruntime_on_the_cpu(data, monkeypatch):
+    from skpatch import PatchFeaturizer
+
+    monkeypatch.delenv("SKPATCH_ENGINE", raising=False)
+    train, X = data
+    params = dict(image_size=48, embed_dim=64, batch_size=8, device="cpu")
+    featurizer = PatchFeaturizer(**params).fit(train)
+    assert featurizer.engine == "auto"
+    features = featurizer.transform(X)
+    assert featurizer._session[1] is not False  # an onnxruntime session ran
+    onnxruntime = PatchFeaturizer(engine="onnxruntime", **params).fit(train).transform(X)
+    np.testing.assert_array_equal(features, onnxruntime)
+    torch_features = PatchFeaturizer(engine="torch", **params).fit(train).transform(X)
+    assert not np.array_equal(features, torch_features)  # two engines, two roundings
+    monkeypatch.setenv("SKPATCH_ENGINE", "torch")
+    np.testing.assert_array_equal(featurizer.transform(X), torch_features)
+
+
+def test_auto_engine_runs_torch_when_the_export_fails(data, monkeypatch):
+    import warnings
+
+    import skpatch._featurizer
+    from skpatch import PatchFeaturizer
+
+    def failing_session(embedding, threads):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.delenv("SKPATCH_ENGINE", raising=False)
+    monkeypatch.setattr(skpatch._featurizer, "feature_session", failing_session)
+    train, X = data
+    params = dict(image_size=48, embed_dim=64, batch_size=8, device="cpu")
+    featurizer = PatchFeaturizer(**params).fit(train)
+    with pytest.warns(UserWarning, match="export to onnxruntime failed.*unsupported operator"):
+        features = featurizer.transform(X)
+    np.testing.assert_array_equal(features, PatchFeaturizer(engine="torch", **params).fit(train).transform(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: the export is not tried again
+        np.testing.assert_array_equal(featurizer.transform(X), features)
+    with pytest.raises(RuntimeError, match="unsupported operator"):  # asked for explicitly: no fallback
+        PatchFeaturizer(engine="onnxruntime", **params).fit(train).transform(X)
 
 
 def test_classifier_scores_with_onnxruntime_engine(exported, data):

@@ -299,6 +299,22 @@ def test_untouched_file_loads(saved):
     assert isinstance(skpatch.load(saved), SoftPatchClassifier)
 
 
+def test_a_file_written_before_the_engine_parameter_runs_torch(saved):
+    """PatchFeaturizer's engine defaults to "auto" now; a file without the
+    parameter was written when torch was the only engine."""
+    assert skpatch.load(saved).pipeline_[0].engine == "auto"
+
+    def drop_engine(document):
+        featurizers = list(_find(document["tree"], lambda n: n.get("class") == "skpatch.PatchFeaturizer"))
+        assert featurizers
+        for featurizer in featurizers:
+            del featurizer["params"]["engine"]
+
+    _edit_document(saved, drop_engine)
+    loaded = skpatch.load(saved)
+    assert loaded.pipeline_[0].engine == "torch"
+
+
 def test_truncated_file_is_refused(saved):
     data = saved.read_bytes()
     for size in (len(data) // 2, len(data) - 10, 100, 0):
