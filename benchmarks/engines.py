@@ -47,7 +47,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 BOTTLE = os.path.join(ROOT, os.pardir, "shared", "data", "mvtec_ad_bottle")
-ENGINES = ("eager", "channels_last", "compile", "onnxruntime", "openvino")
+ENGINES = ("default", "eager", "channels_last", "compile", "onnxruntime", "openvino")
 BACKBONES = ("tf_efficientnet_lite0", "wide_resnet50_2")
 
 
@@ -76,16 +76,23 @@ def make_engine(name, featurizer, threads, workdir):
             ((batch - mean) / std).contiguous(), indices=list(clone.stages_), intermediates_only=True
         )
 
-        def engine(batch):
-            return clone._embed(batch, clone.backbone_)
+        def eager(batch):
+            return clone._embedding().pool(clone._maps(batch, clone.backbone_))
 
+        engine = _resizing(clone, eager)
         engine.featurizer = clone
     elif name == "channels_last":
-        # PatchFeaturizer(engine="torch") as it is: channels_last.
-        # The class's _embed: score_with_stages replaces the instance's
-        # _embed by a wrapper calling this engine.
-        def engine(batch):
-            return type(featurizer)._embed(featurizer, batch, featurizer.backbone_)
+        # PatchFeaturizer(engine="torch") as it is: channels_last. Its
+        # _maps (looked up on the instance, so that the CNN is timed) and
+        # pooling, whatever the fitted model's engine.
+        def torch_engine(batch):
+            return featurizer._embedding().pool(featurizer._maps(batch, featurizer.backbone_))
+
+        engine = _resizing(featurizer, torch_engine)
+    elif name == "default":
+        # The fitted model's own _embed: engine="auto", onnxruntime where it
+        # is installed (score_with_stages times it without replacing it).
+        engine = None
     elif name == "compile":
         compiled = torch.compile(featurizer._embedding(input_size=featurizer._image_size()).eval())
         with torch.inference_mode():
@@ -206,6 +213,8 @@ def featurizer_table(args, workdir):
         for name in args.engines:
             try:
                 engine, setup = make_engine(name, featurizer, args.threads, workdir)
+                if engine is None:  # the featurizer's own (engine="auto")
+                    engine = lambda batch, f=featurizer: f._embed(batch, f.backbone_)  # noqa: E731
                 seconds, feats = time_engine(engine, batches, args.repeats)
             except Exception as exc:  # an engine that does not install or run is reported
                 lines.append(f"| {backbone} | {name} | failed: {type(exc).__name__}: {str(exc)[:80]} |")
@@ -343,7 +352,10 @@ def score_with_stages(clf, paths, engine):
     own_maps = cnn_owner.__dict__.get("_maps")
     cnn_owner._maps = timers.wrap("CNN", cnn_owner._maps)
     # transform calls _embed(batch, model); the engines take the batch only.
-    featurizer._embed = timers.wrap("embed", lambda batch, model: engine(batch))
+    if engine is None:  # the model's own
+        featurizer._embed = timers.wrap("embed", featurizer._embed)
+    else:
+        featurizer._embed = timers.wrap("embed", lambda batch, model: engine(batch))
     coreset.score_samples = timers.wrap("search", coreset.score_samples)
     searches = ["score_samples"]
     if hasattr(coreset, "min_score_samples"):  # the classifier's pruned search
@@ -444,7 +456,15 @@ def scoring_table(args, workdir):
         "search", "decode (threads)", "uint8 -> float (threads)", "resize (threads)",
     ]
     stage_names = [s for s in order if s in stage_names] + [s for s in stage_names if s not in order and s != "other"] + ["other"]
-    header = ["engine", "images/s", "ms/image", *[f"{s} ms/img" for s in stage_names], "max rel diff", "setup s"]
+    totals = {name: total for name, total, stages, _, _ in rows if stages is not None}
+
+    def speedup(name, baseline):
+        return f"{totals[baseline] / totals[name]:.2f}x" if baseline in totals and name in totals else ""
+
+    header = [
+        "engine", "images/s", "ms/image", "vs eager", "vs torch", *[f"{s} ms/img" for s in stage_names],
+        "max rel diff", "setup s",
+    ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, total, stages, diff, setup in rows:
         if stages is None:
@@ -452,7 +472,8 @@ def scoring_table(args, workdir):
             continue
         cells = [f"{1e3 * stages[s] / len(test):.1f}" if s in stages else "" for s in stage_names]
         lines.append(
-            f"| {name} | {len(test) / total:.1f} | {1e3 * total / len(test):.1f} | " + " | ".join(cells)
+            f"| {name} | {len(test) / total:.1f} | {1e3 * total / len(test):.1f} | "
+            f"{speedup(name, 'eager')} | {speedup(name, 'channels_last')} | " + " | ".join(cells)
             + f" | {diff:.1e} | {setup:.1f} |"
         )
     lines += [
@@ -465,7 +486,10 @@ def scoring_table(args, workdir):
         "part of the total); `other` = the rest of the main thread's time (validation, which "
         "opens every file for its size, batching, the max), so the stages without `(threads)` "
         "and `other` add up to `ms/image`. "
-        "`max rel diff` = max |score - eager score| / max |eager score|. `setup s` = engine "
+        "`default` = the fitted model as it is (`engine=\"auto\"`: onnxruntime where installed); "
+        "`vs eager` / `vs torch` = that row's speed over the eager NCHW row / the `channels_last` "
+        "row (`engine=\"torch\"`), same run. "
+        "`max rel diff` = max |score - first row's score| / max |first row's score|. `setup s` = engine "
         "export/compile (exported graph: `export_onnx`).",
     ]
     return lines
@@ -485,13 +509,14 @@ def fit_table(args, workdir):
         "features, plus its one-off export); `non-backbone` = the rest of the fit (decode, resize, "
         "pooling for torch, denoise, coreset, in-sample scoring for `offset_`).",
         "",
-        "| engine | fit s | backbone s | of which engine setup s | non-backbone s | non-backbone / backbone |",
-        "|---|---|---|---|---|---|",
+        "| engine | fit s | vs torch | backbone s | of which engine setup s | non-backbone s | non-backbone / backbone |",
+        "|---|---|---|---|---|---|---|",
     ]
     import skpatch._featurizer as featurizer_module
 
     saved = PatchFeaturizer._maps, PatchFeaturizer._onnxruntime_features, featurizer_module.feature_session
-    for engine in ("torch", "onnxruntime"):
+    seconds = {}
+    for engine in ("torch", "onnxruntime", "auto"):
         timers = _Timers()
         PatchFeaturizer._maps = timers.wrap("backbone", saved[0])
         PatchFeaturizer._onnxruntime_features = timers.wrap("backbone", saved[1])
@@ -503,9 +528,10 @@ def fit_table(args, workdir):
         finally:
             PatchFeaturizer._maps, PatchFeaturizer._onnxruntime_features, featurizer_module.feature_session = saved
         backbone, setup = timers.seconds["backbone"], timers.seconds.get("setup", 0.0)
+        seconds[engine] = total
         lines.append(
-            f"| {engine} | {total:.1f} | {backbone:.1f} | {setup:.1f} | {total - backbone:.1f} | "
-            f"{(total - backbone) / backbone:.2f} |"
+            f"| {engine} | {total:.1f} | {seconds['torch'] / total:.2f}x | {backbone:.1f} | {setup:.1f} | "
+            f"{total - backbone:.1f} | {(total - backbone) / backbone:.2f} |"
         )
         print(lines[-1], file=sys.stderr, flush=True)
     return lines

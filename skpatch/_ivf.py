@@ -155,14 +155,32 @@ class InvertedLists(_ListsOfRows):
         self._medoids = None
 
     def medoids(self):
-        """Index of the row nearest to each non-empty list's centroid."""
+        """The row nearest to each non-empty list's centroid, and that list:
+        two int64 tensors of the same length."""
         if self._medoids is None:
-            rows = []
+            rows, owners = [], []
             for j, (lo, hi) in enumerate(zip(self.offsets[:-1], self.offsets[1:])):
                 if hi > lo:
                     rows.append(lo + int((self.bank[lo:hi] - self.centroids[j]).square().sum(1).argmin()))
-            self._medoids = torch.tensor(rows, dtype=torch.int64, device=self.bank.device)
+                    owners.append(j)
+            device = self.bank.device
+            self._medoids = (
+                torch.tensor(rows, dtype=torch.int64, device=device),
+                torch.tensor(owners, dtype=torch.int64, device=device),
+            )
         return self._medoids
+
+    def search_lists(self, queries, lists):
+        """Nearest row of each query among the rows of its own lists.
+
+        ``lists`` is a (n, k) tensor of list indices per query. Returns the
+        (distance, index) tensors, the distance computed directly.
+        """
+        n, k = lists.shape
+        best = torch.full((n,), float("inf"), device=queries.device)
+        best_index = torch.zeros(n, dtype=torch.int64, device=queries.device)
+        self._search_pairs(queries, torch.arange(n, device=queries.device).repeat_interleave(k), lists.reshape(-1), best, best_index)
+        return (queries - self.bank[best_index]).norm(dim=1), best_index
 
     def search(self, queries, n_probe, exact=True, exclude=None):
         """Nearest bank row of each query: (distance, index) tensors.
@@ -246,7 +264,8 @@ def image_max_weighted_distance(lists, queries, weights, n_per_image, n_probe, n
        the ``n_candidates`` queries of each image with the largest estimate
        are searched exactly, which sets a known maximum per image;
     2. the queries whose bound is above their image's known maximum search
-       their ``n_probe`` nearest lists: a tighter bound, and new candidates;
+       the lists of their ``n_probe`` nearest of those rows: a tighter
+       bound, and new candidates;
     3. those still above it are searched exactly.
 
     On patch features of one product the known maximum is near the true one
@@ -300,18 +319,21 @@ def image_max_weighted_distance(lists, queries, weights, n_per_image, n_probe, n
 
     # Round 1: distance to each list's row nearest its centroid, by the
     # expansion, raised by the slack so that it stays an upper bound.
-    medoids = lists.medoids()
+    medoids, owners = lists.medoids()
     query_norms = _squared_norms(queries)
     partial = torch.addmm(lists.norms[medoids], queries, lists.bank[medoids].T, alpha=-2.0)
     value, arg = partial.min(1)
     slack = _BOUND_SLACK * (query_norms + lists.norms[medoids][arg])
     bound = (value + query_norms + slack).clamp_min_(0.0).sqrt_()
     search_exactly(candidates(bound * weights[medoids][arg]))
-    # Round 2: the n_probe nearest lists of the queries still in doubt.
+    # Round 2: the queries still in doubt search the lists of their n_probe
+    # nearest medoids (the medoids stand in for the centroids here, which
+    # spares another product).
     doubt = torch.nonzero(bound * largest_weight > known[image]).squeeze(1)
     doubt = doubt[~resolved[doubt]]
     if doubt.numel():
-        distance, index = lists.search(queries[doubt], n_probe, exact=False)
+        nearest = partial[doubt].topk(min(n_probe, len(medoids)), dim=1, largest=False, sorted=False).indices
+        distance, index = lists.search_lists(queries[doubt], owners[nearest])
         estimate = torch.full((n,), -float("inf"), device=device)
         estimate[doubt] = distance * weights[index]
         search_exactly(candidates(estimate))

@@ -212,7 +212,7 @@ def test_onnxruntime_engine_matches_torch_features(data):
     features = featurizer.transform(X)
     assert features.shape == torch_features.shape and features.dtype == np.float32
     _assert_close(features, torch_features)
-    assert featurizer._session[0] == 1  # the session runs on n_jobs threads
+    assert featurizer._session[0] == (1, (64, 64))  # n_jobs threads, the input size (resized inside)
     restored = pickle.loads(pickle.dumps(featurizer))
     assert "_session" not in restored.__dict__
     np.testing.assert_array_equal(restored.transform(X), features)
@@ -227,7 +227,7 @@ def test_auto_engine_runs_onnxruntime_on_the_cpu(data, monkeypatch):
     featurizer = PatchFeaturizer(**params).fit(train)
     assert featurizer.engine == "auto"
     features = featurizer.transform(X)
-    assert featurizer._session[1] is not False  # an onnxruntime session ran
+    assert "_session" in featurizer.__dict__  # an onnxruntime session ran
     onnxruntime = PatchFeaturizer(engine="onnxruntime", **params).fit(train).transform(X)
     np.testing.assert_array_equal(features, onnxruntime)
     torch_features = PatchFeaturizer(engine="torch", **params).fit(train).transform(X)
