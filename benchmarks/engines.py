@@ -427,14 +427,20 @@ def scoring_table(args, workdir):
     lines = [
         f"Default SoftPatchClassifier fitted on {len(train)} images ({fit_seconds:.1f} s; memory bank "
         f"{bank[0]} x {bank[1]}), scoring {len(test)} PNG files of {source}, end to end "
-        f"(`score_samples(paths)`), {args.threads} threads.",
+        f"(`score_samples(paths)`), {args.threads} threads, best of {args.passes} passes per engine "
+        "(`first pass` = the engine's first; the very first pass of the process also grows its memory).",
         "",
     ]
-    rows, stage_names, reference = [], [], None
+    rows, stage_names, reference, first = [], [], None, {}
     for name in args.engines:
         try:
             engine, setup = make_engine(name, featurizer, args.threads, workdir)
-            scores, total, stages = score_with_stages(clf, test, engine)
+            # Passes over the same files; the best is reported (the first of a
+            # process also pays for growing its memory, hundreds of MB of
+            # features, which a long-running scorer pays once).
+            passes = [score_with_stages(clf, test, engine) for _ in range(args.passes)]
+            scores, total, stages = min(passes, key=lambda result: result[1])
+            first[name] = passes[0][1]
         except Exception as exc:
             rows.append((name, f"failed: {type(exc).__name__}: {str(exc)[:80]}", None, None, None))
             continue
@@ -462,7 +468,8 @@ def scoring_table(args, workdir):
         return f"{totals[baseline] / totals[name]:.2f}x" if baseline in totals and name in totals else ""
 
     header = [
-        "engine", "images/s", "ms/image", "vs eager", "vs torch", *[f"{s} ms/img" for s in stage_names],
+        "engine", "images/s", "first pass images/s", "ms/image", "vs eager", "vs torch",
+        *[f"{s} ms/img" for s in stage_names],
         "max rel diff", "setup s",
     ]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -472,7 +479,8 @@ def scoring_table(args, workdir):
             continue
         cells = [f"{1e3 * stages[s] / len(test):.1f}" if s in stages else "" for s in stage_names]
         lines.append(
-            f"| {name} | {len(test) / total:.1f} | {1e3 * total / len(test):.1f} | "
+            f"| {name} | {len(test) / total:.1f} | {len(test) / first.get(name, total):.1f} | "
+            f"{1e3 * total / len(test):.1f} | "
             f"{speedup(name, 'eager')} | {speedup(name, 'channels_last')} | " + " | ".join(cells)
             + f" | {diff:.1e} | {setup:.1f} |"
         )
@@ -547,6 +555,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed passes; the best is reported")
     parser.add_argument("--n-score", type=int, default=1000, help="images scored end to end")
     parser.add_argument("--n-fit", type=int, default=200, help="training images for the fit part")
+    parser.add_argument("--passes", type=int, default=2, help="scoring passes per engine; the best is reported")
     parser.add_argument("--no-onnx-graph", dest="onnx_graph", action="store_false", help="skip the exported graph in part 2")
     parser.add_argument("--output", default=None, help="also write the tables to this Markdown file")
     args = parser.parse_args(argv)

@@ -85,16 +85,15 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
 
     engine : {"auto", "torch", "onnxruntime"}, default="auto"
         What runs the CNN and the feature pooling. ``"onnxruntime"`` exports
-        the resize, the CNN and the pooling once per input image size (about
-        a second, at the first batch of that size) and runs them with
-        onnxruntime (``pip install 'skpatch[export]'``): 1.6-2x faster than
-        torch on CPU for EfficientNet-Lite0 and wide_resnet50_2
-        (``benchmarks/engines.py``), features equal to torch's within a few
-        1e-6 relative. ``"auto"`` is onnxruntime where it is installed and
-        the CNN runs on the CPU, else torch; the environment variable
+        them once (about a second, at the first ``transform``) and runs them
+        with onnxruntime (``pip install 'skpatch[export]'``): 1.6-2x faster
+        than torch on CPU for EfficientNet-Lite0 and wide_resnet50_2
+        (``benchmarks/engines.py``), features equal to torch's within 1e-6
+        relative. ``"auto"`` is onnxruntime where it is installed and the
+        CNN runs on the CPU, else torch; the environment variable
         ``SKPATCH_ENGINE=torch`` makes it torch everywhere. If the export
         fails, ``"auto"`` warns once and runs torch; ``"onnxruntime"``
-        raises.
+        raises. The resize is torch's with every engine.
 
     device : str, default="auto"
         Where the CNN runs: ``"auto"`` (CUDA if available, then Apple's MPS,
@@ -271,12 +270,10 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         model = self.backbone_ if device.type == "cpu" else copy.deepcopy(self.backbone_).to(device)
         spans = [(start, min(start + self.batch_size, len(images))) for start in range(0, len(images), self.batch_size)]
         workers = self.decode_workers if images.is_lazy else 0
-        if self._runs_onnxruntime(device):
-            load = lambda span: images.batch(*span)  # noqa: E731 (resized in the onnxruntime graph)
-        else:
-            load = lambda span: self._resized(images.batch(*span))  # noqa: E731 (in the decoding threads)
         batches = progress(
-            prefetch_map(load, spans, n_workers=workers, ahead=workers),
+            # Resized in the decoding threads too (the antialiased kernel costs a
+            # fraction of the dense resize matrices in an exported graph).
+            prefetch_map(lambda span: self._resized(images.batch(*span)), spans, n_workers=workers, ahead=workers),
             enabled=self.verbose > 0,
             total=len(spans),
             desc="featurize",
@@ -310,17 +307,16 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         """(b, 3, H, W) in [0, 1] -> (b, h * w, embed_dim) float32 tensor.
 
         The patch embedding (:mod:`skpatch._embedding`) of the batch resized
-        to ``image_size``: by torch's antialiased bilinear ``interpolate``
-        with the torch engine (where :meth:`transform` reads files, in the
-        decoding threads), by the same linear map inside the graph with
-        onnxruntime. ``_embed`` and ``_maps`` are the seams that
+        to ``image_size`` by torch's antialiased bilinear ``interpolate``,
+        for every engine (where :meth:`transform` reads files, in the
+        decoding threads). ``_embed`` and ``_maps`` are the seams that
         ``benchmarks/engines.py`` times and replaces.
         """
+        batch = self._resized(batch)
         if self._runs_onnxruntime(batch.device):
             features = self._onnxruntime_features(batch)
             if features is not None:
                 return features
-        batch = self._resized(batch)
         return self._embedding(model).pool(self._maps(batch, model))
 
     def _runs_onnxruntime(self, device):
@@ -356,11 +352,10 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         return ExportablePatchEmbedding(model, image_size=self._image_size(), input_size=input_size, **params)
 
     def _onnxruntime_features(self, batch):
-        """The patch embedding of a batch in onnxruntime, resize included.
+        """The patch embedding of a resized batch in onnxruntime.
 
-        A session is exported for the batch's image size and the thread
-        count, at the first batch that needs it; the last one is kept.
-        Returns None when the export fails under ``engine="auto"``.
+        A session is exported for the thread count at the first batch that
+        needs it. Returns None when the export fails under ``engine="auto"``.
         """
         threads = torch.get_num_threads()  # n_jobs, inside transform's torch_threads
         key = (threads, tuple(batch.shape[-2:]))

@@ -212,7 +212,7 @@ def test_onnxruntime_engine_matches_torch_features(data):
     features = featurizer.transform(X)
     assert features.shape == torch_features.shape and features.dtype == np.float32
     _assert_close(features, torch_features)
-    assert featurizer._session[0] == (1, (64, 64))  # n_jobs threads, the input size (resized inside)
+    assert featurizer._session[0] == (1, (48, 48))  # n_jobs threads, the resized size
     restored = pickle.loads(pickle.dumps(featurizer))
     assert "_session" not in restored.__dict__
     np.testing.assert_array_equal(restored.transform(X), features)
