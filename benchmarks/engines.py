@@ -55,6 +55,18 @@ def _clock():
     return time.perf_counter()
 
 
+def warm_imports():
+    """Import what a fit imports lazily (timm alone takes seconds in a fresh
+    process), so that the first timed engine does not pay for it."""
+    import importlib
+
+    for name in ("timm", "torchvision", "onnxruntime", "onnx"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
 # -- engines ----------------------------------------------------------------
 
 
@@ -560,6 +572,7 @@ def main(argv=None):
     parser.add_argument("--output", default=None, help="also write the tables to this Markdown file")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
+    warm_imports()
     load = os.getloadavg()[0]
     lines = [
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.threads} threads; load average "

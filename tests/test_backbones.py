@@ -51,6 +51,16 @@ def test_random_weights_only_when_asked():
     assert isinstance(a, torch.nn.Module)
 
 
+def test_random_weights_are_the_same_every_time_and_leave_the_global_seed_alone():
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    a = build_backbone("resnet18", weights=None)
+    b = build_backbone("resnet18", weights=None)
+    torch.testing.assert_close(a.state_dict()["conv1.weight"], b.state_dict()["conv1.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(torch.rand(3), expected_next, rtol=0, atol=0)
+
+
 def test_weights_from_explicit_file(tmp_path):
     source = timm.create_model("resnet18", pretrained=False)
     path = tmp_path / "resnet18.pth"
