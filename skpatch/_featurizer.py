@@ -94,7 +94,9 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         CNN runs on the CPU, else torch; the environment variable
         ``SKPATCH_ENGINE=torch`` makes it torch everywhere. If the export
         fails, ``"auto"`` warns once and runs torch; ``"onnxruntime"``
-        raises. The resize is torch's with every engine.
+        raises. The resize is torch's with every engine. Estimators fitted
+        with different engines are not bit-identical (the user guide says
+        how far apart they are).
 
     device : str, default="auto"
         Where the CNN runs: ``"auto"`` (CUDA if available, then Apple's MPS,
