@@ -21,6 +21,9 @@ _KMEANS_ITERATIONS = 5
 # Query-row pairs up to which a few queries are searched by one product with
 # the whole bank (64 MiB of float32 distances) rather than list by list.
 _BRUTE_FORCE_PAIRS = 2**24
+# Queries per block of the bounds' first round (their products with the
+# medoids: 8 MiB for 256 lists).
+_ROUND_ONE_QUERIES = 8192
 # k-means is trained on at most this many bank patches per list (the lists
 # only steer the search; the exact search is exact whatever their quality).
 _TRAIN_PER_LIST = 32
@@ -321,8 +324,17 @@ def image_max_weighted_distance(lists, queries, weights, n_per_image, n_probe, n
     # expansion, raised by the slack so that it stays an upper bound.
     medoids, owners = lists.medoids()
     query_norms = _squared_norms(queries)
-    partial = torch.addmm(lists.norms[medoids], queries, lists.bank[medoids].T, alpha=-2.0)
-    value, arg = partial.min(1)
+    k = min(n_probe, len(medoids))
+    # The n_probe nearest medoids of every query, block by block (a block's
+    # products stay small; only their k smallest are kept, for round 2).
+    nearest_value = torch.empty((n, k), device=device)
+    nearest = torch.empty((n, k), dtype=torch.int64, device=device)
+    medoid_rows, medoid_norms = lists.bank[medoids].T.contiguous(), lists.norms[medoids]
+    for start in range(0, n, _ROUND_ONE_QUERIES):
+        block = slice(start, start + _ROUND_ONE_QUERIES)
+        partial = torch.addmm(medoid_norms, queries[block], medoid_rows, alpha=-2.0)
+        nearest_value[block], nearest[block] = partial.topk(k, dim=1, largest=False, sorted=True)
+    value, arg = nearest_value[:, 0], nearest[:, 0]
     slack = _BOUND_SLACK * (query_norms + lists.norms[medoids][arg])
     bound = (value + query_norms + slack).clamp_min_(0.0).sqrt_()
     search_exactly(candidates(bound * weights[medoids][arg]))
@@ -332,8 +344,7 @@ def image_max_weighted_distance(lists, queries, weights, n_per_image, n_probe, n
     doubt = torch.nonzero(bound * largest_weight > known[image]).squeeze(1)
     doubt = doubt[~resolved[doubt]]
     if doubt.numel():
-        nearest = partial[doubt].topk(min(n_probe, len(medoids)), dim=1, largest=False, sorted=False).indices
-        distance, index = lists.search_lists(queries[doubt], owners[nearest])
+        distance, index = lists.search_lists(queries[doubt], owners[nearest[doubt]])
         estimate = torch.full((n,), -float("inf"), device=device)
         estimate[doubt] = distance * weights[index]
         search_exactly(candidates(estimate))
