@@ -90,7 +90,9 @@ def build_backbone(name, weights="imagenet"):
         # The same random weights in every process (a fit is deterministic),
         # without touching the caller's random state.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_RANDOM_WEIGHTS_SEED)
+            # The CPU generator only (torch.manual_seed would also reseed the
+            # caller's CUDA/MPS generators, which fork_rng does not restore).
+            torch.default_generator.manual_seed(_RANDOM_WEIGHTS_SEED)
             model = timm.create_model(name, pretrained=False)
     elif isinstance(weights, (str, os.PathLike)) and weights != "imagenet":
         model = timm.create_model(name, pretrained=False)

@@ -71,7 +71,8 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
     decode_workers : int, default=2
         Threads that read and decode image files (or PIL images) ahead of
         the CNN: while one batch goes through the network, the next
-        ``decode_workers`` batches are being decoded. At most that many
+        ``decode_workers`` batches are being decoded (and, on the CPU,
+        resized: torch's resize in those threads uses torch's thread count). At most that many
         batches wait in memory; the output and its order do not change.
         0 reads each batch in the calling thread when it is needed. Arrays
         are not decoded, so this does not apply to them.
@@ -92,7 +93,7 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         (``benchmarks/engines.py``), features equal to torch's within 1e-6
         relative. ``"auto"`` is onnxruntime where it is installed and the
         CNN runs on the CPU, else torch; the environment variable
-        ``SKPATCH_ENGINE=torch`` makes it torch everywhere. If the export
+        ``SKPATCH_ENGINE=torch`` makes ``"auto"`` choose torch. If the export
         fails, ``"auto"`` warns once and runs torch; ``"onnxruntime"``
         raises. The resize is torch's with every engine. Estimators fitted
         with different engines are not bit-identical (the user guide says
@@ -273,10 +274,13 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         model = self.backbone_ if device.type == "cpu" else copy.deepcopy(self.backbone_).to(device)
         spans = [(start, min(start + self.batch_size, len(images))) for start in range(0, len(images), self.batch_size)]
         workers = self.decode_workers if images.is_lazy else 0
+        if device.type == "cpu":
+            # Resized in the decoding threads too, ahead of the CNN.
+            load = lambda span: self._resized(images.batch(*span))  # noqa: E731
+        else:  # resized on the device, in _embed
+            load = lambda span: images.batch(*span)  # noqa: E731
         batches = progress(
-            # Resized in the decoding threads too (the antialiased kernel costs a
-            # fraction of the dense resize matrices in an exported graph).
-            prefetch_map(lambda span: self._resized(images.batch(*span)), spans, n_workers=workers, ahead=workers),
+            prefetch_map(load, spans, n_workers=workers, ahead=workers),
             enabled=self.verbose > 0,
             total=len(spans),
             desc="featurize",
@@ -311,8 +315,8 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
 
         The patch embedding (:mod:`skpatch._embedding`) of the batch resized
         to ``image_size`` by torch's antialiased bilinear ``interpolate``,
-        for every engine (where :meth:`transform` reads files, in the
-        decoding threads). ``_embed`` and ``_maps`` are the seams that
+        for every engine (on the CPU, where :meth:`transform` reads files,
+        in the decoding threads). ``_embed`` and ``_maps`` are the seams that
         ``benchmarks/engines.py`` times and replaces.
         """
         batch = self._resized(batch)

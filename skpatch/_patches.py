@@ -96,7 +96,8 @@ def _all_finite(X):
     give, needs the element-wise check.
     """
     with np.errstate(over="ignore", invalid="ignore"):
-        total = X.sum()
+        # float16 would overflow its running sum on ordinary features.
+        total = X.sum(dtype=np.float64 if X.dtype == np.float64 else np.float32)
     return bool(np.isfinite(total)) or bool(np.isfinite(X).all())
 
 

@@ -340,7 +340,7 @@ def test_min_score_samples_is_the_lowest_patch_score(rng, n_probe):
     lowest = coreset.min_score_samples(test)
     assert lowest.dtype == np.float32 and lowest.shape == (25,)
     np.testing.assert_allclose(lowest, expected, rtol=1e-5)
-    np.testing.assert_array_equal(lowest, coreset.score_samples(test).min(axis=1))
+    np.testing.assert_allclose(lowest, coreset.score_samples(test).min(axis=1), rtol=1e-6)
 
 
 @pytest.mark.parametrize("search", ["brute", "ivf"])
@@ -350,14 +350,25 @@ def test_min_score_samples_of_the_other_searches(rng, search):
     np.testing.assert_array_equal(coreset.min_score_samples(test), coreset.score_samples(test).min(axis=1))
 
 
-def test_min_score_samples_in_small_chunks(rng):
+def test_min_score_samples_in_small_chunks(rng, monkeypatch):
     import sklearn
+
+    import skpatch._coreset
 
     coreset = WeightedCoreset(1.0, random_state=0).fit(_weighted_bank(rng, n_images=10))
     test = rng.normal(scale=6, size=(12, 50, 16)).astype(np.float32)
     reference = coreset.min_score_samples(test)
+    chunks = []
+    original = skpatch._coreset.image_max_weighted_distance
+
+    def counting(lists, queries, *args):
+        chunks.append(len(queries))
+        return original(lists, queries, *args)
+
+    monkeypatch.setattr(skpatch._coreset, "image_max_weighted_distance", counting)
     with sklearn.config_context(working_memory=0.01):  # one image per chunk
         np.testing.assert_array_equal(coreset.min_score_samples(test), reference)
+    assert chunks == [50] * 12  # whole images, one per chunk
 
 
 @settings(max_examples=25, deadline=None)

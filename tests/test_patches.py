@@ -21,3 +21,14 @@ def test_finite_features_whose_sum_overflows_are_accepted():
         assert not np.isfinite(X.sum())
     features, _, _ = check_patch_features(X)
     assert features is X
+
+
+def test_float16_features_are_checked_by_a_sum_that_does_not_overflow(monkeypatch):
+    """A float16 running sum overflows on ordinary features (200,000 halves);
+    the check sums in float32, so it needs no element-wise pass."""
+    X = np.full((200, 1000, 1), 0.5, dtype=np.float16)
+    calls = []
+    original = np.isfinite
+    monkeypatch.setattr(np, "isfinite", lambda a: calls.append(np.shape(a)) or original(a))
+    check_patch_features(X)
+    assert calls == [()]  # only the sum's
