@@ -220,6 +220,21 @@ def test_unstorable_parameters_are_named(data, tmp_path):
 
 
 def test_pynndescent_index_cannot_be_saved(data, tmp_path):
+    """The refusal, with an NNDescent object that was never built (building
+    one compiles pynndescent with numba for most of a minute: the slow test
+    below does)."""
+    pynndescent = pytest.importorskip("pynndescent")
+    train, _ = data
+    est = _small(SoftPatchClassifier).fit(train)
+    memory = est.pipeline_[-1]
+    memory.set_params(search="pynndescent")
+    memory.index_ = pynndescent.NNDescent.__new__(pynndescent.NNDescent)
+    with pytest.raises(ModelFileError, match=r"index_.*NNDescent"):
+        est.save(tmp_path / "m.skpatch")
+
+
+@pytest.mark.slow  # numba compiles pynndescent for most of a minute
+def test_fitted_pynndescent_index_cannot_be_saved(data, tmp_path):
     pytest.importorskip("pynndescent")
     train, _ = data
     est = _small(SoftPatchClassifier, memory__search="pynndescent").fit(train)
