@@ -72,8 +72,9 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         Threads that read and decode image files (or PIL images) ahead of
         the CNN: while one batch goes through the network, the next
         ``decode_workers`` batches are being decoded (and, on the CPU,
-        resized: torch's resize in those threads uses torch's thread count). At most that many
-        batches wait in memory; the output and its order do not change.
+        resized; the resize in those threads uses torch's thread count). At
+        most that many batches wait in memory; the output and its order do
+        not change.
         0 reads each batch in the calling thread when it is needed. Arrays
         are not decoded, so this does not apply to them.
 
