@@ -21,6 +21,10 @@ Example, from the repository root::
     git worktree add /tmp/before HEAD~1
     (cd /tmp/before && python benchmarks/bit_identity.py --save /tmp/ref.npz)
     python benchmarks/bit_identity.py --compare /tmp/ref.npz
+
+A reference saved before ``engine="auto"`` became the featurizer's default
+(commit 29ae648) ran torch: compare with ``SKPATCH_ENGINE=torch`` set, or the
+default models run onnxruntime and differ in the last bits of every feature.
 """
 
 import argparse
