@@ -216,6 +216,12 @@ def test_ivf_search_finds_nearly_all_exact_neighbours(rng):
     np.testing.assert_allclose(ivf.score_samples(test), a, rtol=1e-5)
 
 
+def _random_clustered_bank(gen, n_bank, spread, n_centres):
+    """``n_bank`` rows of 8 features around ``n_centres`` centres spread by ``spread``."""
+    centres = gen.normal(scale=spread, size=(n_centres, 8))
+    return (centres[gen.integers(0, n_centres, n_bank)] + gen.normal(size=(n_bank, 8))).astype(np.float32)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
@@ -226,8 +232,7 @@ def test_ivf_search_finds_nearly_all_exact_neighbours(rng):
 def test_exact_search_property(seed, n_bank, spread, n_probe):
     """Whatever the data and lists, the pruned search returns the brute-force distance."""
     gen = np.random.default_rng(seed)
-    centres = gen.normal(scale=spread, size=(7, 8))
-    bank = (centres[gen.integers(0, 7, n_bank)] + gen.normal(size=(n_bank, 8))).astype(np.float32)
+    bank = _random_clustered_bank(gen, n_bank, spread, n_centres=7)
     queries = (gen.normal(scale=2 * spread, size=(60, 8))).astype(np.float32)
     coreset = WeightedCoreset(1.0, n_probe=n_probe, random_state=seed).fit(bank[:, None, :])
     distance, index = coreset.kneighbors(queries)
@@ -382,8 +387,7 @@ def test_min_score_samples_in_small_chunks(rng, monkeypatch):
 def test_min_score_samples_property(seed, n_bank, spread, n_patches, n_probe):
     """Whatever the data, lists and weights, the pruned maximum is the brute-force one."""
     gen = np.random.default_rng(seed)
-    centres = gen.normal(scale=spread, size=(5, 8))
-    bank = (centres[gen.integers(0, 5, n_bank)] + gen.normal(size=(n_bank, 8))).astype(np.float32)
+    bank = _random_clustered_bank(gen, n_bank, spread, n_centres=5)
     weights = gen.uniform(0.2, 3.0, (n_bank, 1)).astype(np.float32)
     patches = WeightedPatches(bank[:, None, :], weights, np.ones((n_bank, 1), bool))
     coreset = WeightedCoreset(1.0, n_probe=n_probe, random_state=seed).fit(patches)
