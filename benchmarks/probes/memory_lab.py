@@ -39,6 +39,7 @@ DISC = {
     "cls": dict(threshold=0.15, dilation=1),
     "seg": dict(threshold=0.15, n_neighbors="auto", max_shift=2, dilation=1),
     "old": dict(threshold=0.5),
+    "seg30": dict(threshold=0.3, n_neighbors="auto", max_shift=2, dilation=1),
 }
 
 def load(name):
