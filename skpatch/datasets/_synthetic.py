@@ -616,6 +616,16 @@ def _apply_lighting(image, lighting):
     return image * gain + ramp[..., None]
 
 
+def _whole_image_surface(style, intensity, size, rng, variation):
+    """A surface that fills the image (texture, grain): its colour image from
+    the ``intensity`` field, lit, with defects allowed anywhere."""
+    image = style["base"] + intensity[..., None] * style["gain"]
+    if variation:
+        image = _apply_lighting(image, _lighting(size, variation, rng))
+    support = np.ones((size, size), dtype=bool)
+    return image, support, ("box", size)
+
+
 # --- Styles and renderers -------------------------------------------------
 # A region says where defects may be centred: the whole image ("box"), the
 # object's disc, given by its centre and radius, or a board ("rect", with its
@@ -656,11 +666,7 @@ def _render_texture(style, size, rng, noise_rng, variation=0.0):
             np.sin(along_y), np.sin(along_x)
         )
         intensity += (amplitude * grating).astype(np.float32)
-    image = style["base"] + intensity[..., None] * style["gain"]
-    if variation:
-        image = _apply_lighting(image, _lighting(size, variation, rng))
-    support = np.ones((size, size), dtype=bool)
-    return image, support, ("box", size)
+    return _whole_image_surface(style, intensity, size, rng, variation)
 
 
 def _draw_object_style(rng):
@@ -760,11 +766,7 @@ def _render_grain(style, size, rng, noise_rng, variation=0.0):
         + _luminance_noise(size, noise_rng)
         + np.float32(rng.normal(0, 3))
     )
-    image = style["base"] + intensity[..., None] * style["gain"]
-    if variation:
-        image = _apply_lighting(image, _lighting(size, variation, rng))
-    support = np.ones((size, size), dtype=bool)
-    return image, support, ("box", size)
+    return _whole_image_surface(style, intensity, size, rng, variation)
 
 
 def _draw_board_style(rng):
