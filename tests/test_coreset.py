@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from skpatch import WeightedCoreset, WeightedPatches
@@ -51,12 +51,19 @@ def _sequential_cell_greedy(points, n_select, cells, first):
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(20, 400), ratio=st.floats(0.05, 0.9), n_cells=st.sampled_from([2, 4, 8]))
+@example(seed=2082, n=368, ratio=0.65625, n_cells=8)
 def test_block_merge_selects_what_the_sequential_loop_does(seed, n, ratio, n_cells):
     gen = np.random.default_rng(seed)
     # Clustered points, so that cells need very different numbers of centres.
     points = (gen.normal(scale=4, size=(5, 3))[gen.integers(0, 5, n)] + gen.normal(size=(n, 3))).astype(np.float32)
     n_select = max(n_cells, int(ratio * n))
-    chosen = greedy_kcenter(torch.from_numpy(points), n_select, n_cells=n_cells, rng=np.random.RandomState(seed))
+    # Both in float64: the property is about which centre each step takes. In
+    # float32, torch and numpy round the distances differently, and a near-tie
+    # (two candidates within rounding, common once most points are centres)
+    # goes either way (seed=2082, n=368, ratio=0.65625, n_cells=8 did).
+    chosen = greedy_kcenter(
+        torch.from_numpy(points.astype(np.float64)), n_select, n_cells=n_cells, rng=np.random.RandomState(seed)
+    )
     cells = kd_cells(points, n_cells)
     rng = np.random.RandomState(seed)
     first = [rng.randint(idx.size) for idx in cells]
