@@ -215,9 +215,8 @@ def _held_out_maps(estimator, images, indices):
     features = featurizer.transform(images)
     if denoise != "passthrough":
         features = denoise.transform(features)  # test features pass unchanged
-    patch_scores = memory.score_held_out(features, np.asarray(indices))
-    h, w = featurizer.feature_shape_
-    return -patch_scores.reshape(len(indices), h, w)
+    patch_scores = memory.score_held_out(features, np.asarray(indices))  # on the patch grid
+    return -patch_scores.reshape(len(indices), *featurizer.feature_shape_)
 
 
 # -- audit.csv ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from ._chunking import rows_per_chunk
 from ._coreset import ALL_REMOVED, WeightedCoreset
 from ._device import resolve_device
 from ._ivf import build_grouped_lists
-from ._patches import WeightedPatches, check_n_features, check_patch_features, float32_tensor
+from ._patches import WeightedPatches, check_n_features, check_patch_features, float32_tensor, on_grid
 from ._threads import torch_threads
 
 # The WeightedCoreset parameters each member takes as they are.
@@ -169,7 +169,7 @@ class BaggedCoreset(BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_images, n_patches, n_features) or WeightedPatches
+        X : ndarray of shape (n_images, h, w, n_features), (n_images, n_patches, n_features) or WeightedPatches
             Training patch features, or the output of
             :meth:`NoiseDiscriminator.fit_transform`.
         y : None
@@ -219,16 +219,17 @@ class BaggedCoreset(BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_images, n_patches, n_features)
+        X : ndarray of shape (n_images, h, w, n_features) or (n_images, n_patches, n_features)
 
         Returns
         -------
-        scores : ndarray of shape (n_images, n_patches)
-            Higher is more normal, as in :meth:`WeightedCoreset.score_samples`.
+        scores : ndarray of shape (n_images, h, w) or (n_images, n_patches)
+            Shaped as the patches of ``X``; higher is more normal, as in
+            :meth:`WeightedCoreset.score_samples`.
         """
         check_is_fitted(self, "estimators_")
         features = check_n_features(self, X)
-        return -self._combine(self._member_anomaly(features))
+        return on_grid(-self._combine(self._member_anomaly(features)), X)
 
     def _member_anomaly(self, features):
         """(n_members, n_images, n_patches) weighted distances to each member.
@@ -291,14 +292,14 @@ class BaggedCoreset(BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_images, n_patches, n_features)
+        X : ndarray of shape (n_images, h, w, n_features) or (n_images, n_patches, n_features)
             Features of training images.
         images : array-like of shape (n_images,)
             The training index of each image of ``X``.
 
         Returns
         -------
-        scores : ndarray of shape (n_images, n_patches)
+        scores : ndarray of shape (n_images, h, w) or (n_images, n_patches)
             As :meth:`score_samples`; ``-inf`` where no memory patch may
             score an image.
         """
@@ -323,7 +324,7 @@ class BaggedCoreset(BaseEstimator):
             out[oob] = self._combine(anomaly[:, oob], mask=~saw[:, oob])
         if everywhere.any():
             out[everywhere] = self._combine(anomaly[:, everywhere])
-        return -out
+        return on_grid(-out, X)
 
     def _combine(self, anomaly, mask=None):
         """Aggregate (n_members, n_images, n_patches) distances over the members,

@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, has_fit_parameter
 
 from ._cache import cached_call, caches, check_cache, feature_key, fit_transform_step, transform_step
 from ._chunking import rows_per_chunk
@@ -161,16 +161,15 @@ class BaseSoftPatch(BaseEstimator):
         fit_featurizer = memory.cache(fit_transform_step, ignore=["step", "X"])
         # Pass the validated collection on: files are checked (opened) once.
         featurizer, features = cached_call(memory, fit_featurizer, key, step=featurizer, X=images)
+        features = _on_grid(features, featurizer)
         self.pipeline_.steps[0] = ("featurizer", featurizer)
         # The other steps are fitted in place on the featurizer's (cached)
-        # output; the discriminator caches its own raw scores under the key.
+        # output, which carries its patch grid; a discriminator that takes a
+        # cache caches its own raw scores under the key.
         if denoise == "passthrough":
             patches = features
-        elif isinstance(denoise, NoiseDiscriminator):
-            grid_shape = getattr(featurizer, "feature_shape_", None)
-            patches = denoise.fit_transform(
-                features, grid_shape=grid_shape, cache=memory if key is not None else None, features_key=key
-            )
+        elif key is not None and has_fit_parameter(denoise, "cache"):
+            patches = denoise.fit_transform(features, cache=memory, features_key=key)
         else:
             patches = denoise.fit_transform(features)
         coreset.fit(patches)
@@ -185,7 +184,7 @@ class BaseSoftPatch(BaseEstimator):
         featurizer = self.pipeline_[0]
         key = feature_key(featurizer, images) if caches(memory) else None
         transform = memory.cache(transform_step, ignore=["step", "X"])
-        features = cached_call(memory, transform, key, step=featurizer, X=images)
+        features = _on_grid(cached_call(memory, transform, key, step=featurizer, X=images), featurizer)
         denoise = self.pipeline_[1]
         return features if denoise == "passthrough" else denoise.transform(features)
 
@@ -255,6 +254,10 @@ class BaseSoftPatch(BaseEstimator):
         return self._patch_map(-coreset.score_held_out(queries, indices))
 
     def _patch_map(self, patch_scores):
+        """Patch scores as (n_images, h, w) maps: skpatch's memory steps return
+        them so for features on their grid; one's own may return rows."""
+        if patch_scores.ndim == 3:
+            return patch_scores
         h, w = self.pipeline_[0].feature_shape_
         return patch_scores.reshape(len(patch_scores), h, w)
 
@@ -344,6 +347,20 @@ class BaseSoftPatch(BaseEstimator):
         tags.input_tags.three_d_array = True
         tags.non_deterministic = False
         return tags
+
+
+def _on_grid(features, featurizer):
+    """Features on their patch grid ``(n_images, h, w, n_features)``.
+
+    :class:`PatchFeaturizer` returns them so. Rows of patches ``(n_images,
+    n_patches, n_features)`` (a featurizer of one's own, or features cached
+    before features carried their grid) are put on the featurizer's ``feature_shape_``.
+    """
+    if features.ndim == 3 and hasattr(featurizer, "feature_shape_"):
+        h, w = featurizer.feature_shape_
+        if h * w == features.shape[1]:
+            return features.reshape(len(features), h, w, features.shape[2])
+    return features
 
 
 def _validates(step):

@@ -14,7 +14,7 @@ from ._chunking import rows_per_chunk
 from ._device import resolve_device
 from ._ivf import InvertedLists, build_ivf, default_n_lists, image_max_weighted_distance, nearest_rows
 from ._kcenter import greedy_kcenter
-from ._patches import check_n_features, check_patch_features, float32_tensor
+from ._patches import check_n_features, check_patch_features, float32_tensor, on_grid
 from ._progress import progress
 from ._threads import torch_threads
 
@@ -200,7 +200,7 @@ class WeightedCoreset(BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_images, n_patches, n_features) or WeightedPatches
+        X : ndarray of shape (n_images, h, w, n_features), (n_images, n_patches, n_features) or WeightedPatches
             Training patch features, or the output of
             :meth:`NoiseDiscriminator.fit_transform` (weights and keep mask).
         y : None
@@ -377,20 +377,21 @@ class WeightedCoreset(BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_images, n_patches, n_features)
+        X : ndarray of shape (n_images, h, w, n_features) or (n_images, n_patches, n_features)
 
         Returns
         -------
-        scores : ndarray of shape (n_images, n_patches)
-            ``-(distance to nearest memory patch x its weight)``; higher is
-            more normal, as in scikit-learn's outlier detectors.
+        scores : ndarray of shape (n_images, h, w) or (n_images, n_patches)
+            ``-(distance to nearest memory patch x its weight)``, shaped as
+            the patches of ``X``; higher is more normal, as in
+            scikit-learn's outlier detectors.
         """
         check_is_fitted(self, "memory_bank_")
         features = check_n_features(self, X)
         queries = features.reshape(-1, features.shape[2])
         with torch_threads(self.n_jobs):
             distance, nearest = self.kneighbors(queries)
-        return -(distance * self.memory_weights_[nearest]).reshape(features.shape[:2])
+        return on_grid(-(distance * self.memory_weights_[nearest]).reshape(features.shape[:2]), X)
 
     def min_score_samples(self, X):
         """Lowest patch score of each image: ``score_samples(X).min(axis=1)``.
@@ -406,7 +407,7 @@ class WeightedCoreset(BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_images, n_patches, n_features)
+        X : ndarray of shape (n_images, h, w, n_features) or (n_images, n_patches, n_features)
 
         Returns
         -------
@@ -449,7 +450,7 @@ class WeightedCoreset(BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_images, n_patches, n_features)
+        X : ndarray of shape (n_images, h, w, n_features) or (n_images, n_patches, n_features)
             Features of training images.
         images : ndarray of shape (n_images,)
             The training index of each image of ``X``; memory patches taken
@@ -457,7 +458,7 @@ class WeightedCoreset(BaseEstimator):
 
         Returns
         -------
-        scores : ndarray of shape (n_images, n_patches)
+        scores : ndarray of shape (n_images, h, w) or (n_images, n_patches)
             As :meth:`score_samples`; ``-inf`` where every memory patch comes
             from the image itself (a bank built from one image).
 
@@ -479,7 +480,7 @@ class WeightedCoreset(BaseEstimator):
                 )
         scores = -(distance * self.memory_weights_[nearest])
         scores[np.isinf(distance)] = -np.inf
-        return scores.reshape(features.shape[:2])
+        return on_grid(scores.reshape(features.shape[:2]), X)
 
     def kneighbors(self, patches):
         """Distance and index of the nearest memory patch for each row.

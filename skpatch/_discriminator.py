@@ -13,7 +13,7 @@ from ._alignment import estimate_shifts, shift_grids, unshift_scores
 from ._cache import cached_call
 from ._chunking import rows_per_chunk
 from ._outlier_scores import global_ranks, knn_distance_scores, lof_scores, mahalanobis_scores
-from ._patches import WeightedPatches, check_n_features, check_patch_features, float32_tensor
+from ._patches import WeightedPatches, check_n_features, check_patch_features, float32_tensor, patch_grid
 from ._threads import torch_threads
 
 
@@ -94,8 +94,9 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         kept_.mean()``, grows with the dilation (for 1: 1.8-3.3x at
         ``threshold=0.15``, 2.5-4x at 0.05 on the hard benchmarks, see
         ``benchmarks/README.md``). 0 removes only the cut. Needs the patch
-        grid (``grid_shape`` in :meth:`fit`, which the estimators pass, or
-        a square number of patches).
+        grid, which features on their grid carry (as
+        :meth:`PatchFeaturizer.transform` returns them); 3-d features need
+        ``grid_shape`` in :meth:`fit` or a square number of patches.
 
     soft_weights : bool, default=True
         If False, every kept patch gets weight 1 (hard removal only).
@@ -225,14 +226,16 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_images, n_patches, n_features)
-            Patch features of the training images.
+        X : ndarray of shape (n_images, h, w, n_features) or (n_images, n_patches, n_features)
+            Patch features of the training images: on their patch grid, as
+            :meth:`PatchFeaturizer.transform` returns them, or one row of
+            patches per image (row-major over the grid).
         y : None
             Ignored.
         grid_shape : tuple of (int, int), default=None
-            The patch grid ``(h, w)`` of ``X`` (row-major, as
-            :attr:`PatchFeaturizer.feature_shape_`), needed by ``max_shift``;
-            None means a square grid. The estimators pass it on.
+            The patch grid ``(h, w)`` of 3-d ``X``, needed by ``max_shift``
+            and ``dilation``; None means a square grid. Grid-shaped ``X``
+            carries its own (a different ``grid_shape`` is an error).
         cache : joblib.Memory or None, default=None
             Where to cache the raw outlier scores, with ``features_key``
             (the estimators pass their ``cache=`` on). A raw score depends
@@ -258,6 +261,7 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         return self._fit(X, cache, features_key, grid_shape=grid_shape)
 
     def _fit(self, X, memory=None, feature_key=None, grid_shape=None):
+        grid_shape = _carried_grid(X, grid_shape)
         features, _, _ = check_patch_features(X)
         grid_shape = self.begin_fit(features.shape, grid_shape)
         names = self.raw_score_names()
@@ -295,16 +299,13 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_images, n_patches, n_features)
-            Patch features of the training images.
-        y : None
-            Ignored.
-        grid_shape, cache, features_key : see :meth:`fit`
+        X, y, grid_shape, cache, features_key : see :meth:`fit`
 
         Returns
         -------
         patches : WeightedPatches
-            ``X`` with ``weights_`` and ``kept_``; see the class docstring.
+            ``X`` with ``weights_`` and ``kept_`` (and the grid that ``X``
+            carries); see the class docstring.
         """
         self.fit(X, grid_shape=grid_shape, cache=cache, features_key=features_key)
         return WeightedPatches(X, self.weights_, self.kept_)
@@ -314,11 +315,11 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_images, n_patches, n_features)
+        X : ndarray of shape (n_images, h, w, n_features) or (n_images, n_patches, n_features)
 
         Returns
         -------
-        X : ndarray of shape (n_images, n_patches, n_features)
+        X : ndarray
             The same array.
         """
         check_is_fitted(self, "scores_")
@@ -562,6 +563,17 @@ _NEEDED_SCORES = {
     "gaussian": ("gaussian",),
     "softpatch+": ("lof", "gaussian"),
 }
+
+
+def _carried_grid(X, grid_shape):
+    """The grid of grid-shaped features, else ``grid_shape``; the two must agree."""
+    carried = patch_grid(X)
+    if carried is None:
+        return grid_shape
+    if grid_shape is not None and tuple(int(v) for v in grid_shape) != carried:
+        msg = f"grid_shape {tuple(grid_shape)} differs from the patch grid {carried} that X carries."
+        raise ValueError(msg)
+    return carried
 
 
 def _positions_per_chunk(n_images, n_dims):

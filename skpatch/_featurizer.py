@@ -33,7 +33,9 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
     onto the fine grid, and each stage's channels are average-pooled to
     ``embed_dim // n_stages`` dimensions so that every stage weighs the same
     in Euclidean distances. The result has shape
-    ``(n_images, h * w, embed_dim)`` where ``(h, w)`` is the fine grid.
+    ``(n_images, h, w, embed_dim)`` where ``(h, w)`` is the fine grid
+    (:attr:`feature_shape_`): the features carry their patch grid, which the
+    noise discriminator's alignment and dilation read from them.
 
     Parameters
     ----------
@@ -260,17 +262,15 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        features : ndarray of shape (n_images, h * w, embed_dim)
-            One feature vector per patch position, row-major over the grid
-            ``feature_shape_``.
+        features : ndarray of shape (n_images, h, w, embed_dim)
+            One feature vector per patch position of the grid
+            ``feature_shape_ = (h, w)``.
         """
         check_is_fitted(self, "backbone_")
         images = check_images(X)
         device = self._device()
-        out = np.empty(
-            (len(images), self.feature_shape_[0] * self.feature_shape_[1], self.embed_dim),
-            dtype=self.feature_dtype,
-        )
+        h, w = self.feature_shape_
+        out = np.empty((len(images), h * w, self.embed_dim), dtype=self.feature_dtype)
         # The fitted backbone stays on the CPU; a copy runs elsewhere.
         model = self.backbone_ if device.type == "cpu" else copy.deepcopy(self.backbone_).to(device)
         spans = [(start, min(start + self.batch_size, len(images))) for start in range(0, len(images), self.batch_size)]
@@ -289,7 +289,7 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
         with torch_threads(self.n_jobs), torch.inference_mode():
             for (start, stop), batch in zip(spans, batches):
                 out[start:stop] = self._embed(batch.to(device), model).cpu().numpy()
-        return out
+        return out.reshape(len(images), h, w, self.embed_dim)
 
     def _device(self):
         try:

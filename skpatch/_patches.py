@@ -13,23 +13,33 @@ class WeightedPatches:
 
     Parameters
     ----------
-    features : ndarray of shape (n_images, n_patches, n_features)
-        Patch features, unchanged.
+    features : ndarray of shape (n_images, h, w, n_features) or (n_images, n_patches, n_features)
+        Patch features, unchanged: on their patch grid, as
+        :meth:`PatchFeaturizer.transform` returns them, or one row of
+        patches per image. They are kept as ``(n_images, n_patches,
+        n_features)`` (a view), the grid in :attr:`grid_shape`.
     weights : ndarray of shape (n_images, n_patches)
         Positive soft weights; a test patch matched to a memory patch has its
         distance multiplied by that patch's weight.
     kept : ndarray of shape (n_images, n_patches), dtype bool
         False for patches removed as noise.
+
+    Attributes
+    ----------
+    grid_shape : tuple of (int, int) or None
+        The patch grid ``(h, w)`` of 4-d ``features``; None for 3-d ones.
     """
 
     def __init__(self, features, weights, kept):
-        self.features = features
+        self.grid_shape = patch_grid(features)
+        self.features = patch_rows(features)
         self.weights = np.asarray(weights, dtype=np.float32)
         self.kept = np.asarray(kept, dtype=bool)
-        if self.weights.shape != features.shape[:2] or self.kept.shape != features.shape[:2]:
+        expected = self.features.shape[:2]
+        if self.weights.shape != expected or self.kept.shape != expected:
             msg = (
                 f"weights {self.weights.shape} and kept {self.kept.shape} must both "
-                f"have shape (n_images, n_patches) = {features.shape[:2]}."
+                f"have shape (n_images, n_patches) = {expected}."
             )
             raise ValueError(msg)
 
@@ -45,17 +55,47 @@ class WeightedPatches:
         return f"WeightedPatches(n_images={n}, n_patches={p}, n_features={d}, kept={int(self.kept.sum())})"
 
 
-def check_patch_features(X, *, name="X", allow_weighted=False):
-    """Validate a patch feature array of shape (n_images, n_patches, n_features).
+def patch_grid(X):
+    """The patch grid ``(h, w)`` that ``X`` carries, or None.
 
-    Returns ``(features, weights, kept)``; weights are ones and every patch is
-    kept unless ``X`` is a :class:`WeightedPatches`.
+    Features on their grid, ``(n_images, h, w, n_features)`` as
+    :meth:`PatchFeaturizer.transform` returns them, carry it in their shape;
+    a :class:`WeightedPatches` in its ``grid_shape``; 3-d features do not.
+    """
+    if isinstance(X, WeightedPatches):
+        return X.grid_shape
+    shape = getattr(X, "shape", ())
+    return (int(shape[1]), int(shape[2])) if len(shape) == 4 else None
+
+
+def on_grid(scores, X):
+    """Per-patch ``scores`` of shape (n_images, n_patches), shaped as the
+    patches of ``X``: ``(n_images, h, w)`` for features on their grid."""
+    grid = patch_grid(X)
+    return scores if grid is None else scores.reshape(len(scores), *grid)
+
+
+def patch_rows(X):
+    """4-d features on their grid as ``(n_images, h * w, n_features)`` (a view)."""
+    if getattr(X, "ndim", 0) == 4 and isinstance(X, np.ndarray):
+        n, h, w, d = X.shape
+        return X.reshape(n, h * w, d)
+    return X
+
+
+def check_patch_features(X, *, name="X", allow_weighted=False):
+    """Validate patch features: ``(n_images, h, w, n_features)`` on their grid,
+    or ``(n_images, n_patches, n_features)``.
+
+    Returns ``(features, weights, kept)``, the features as ``(n_images,
+    n_patches, n_features)`` (a view of grid-shaped ones); weights are ones
+    and every patch is kept unless ``X`` is a :class:`WeightedPatches`.
     """
     if isinstance(X, WeightedPatches):
         if not allow_weighted:
             raise TypeError(f"{name} must be a patch feature array, not WeightedPatches.")
         return _check_array(X.features, name), X.weights, X.kept
-    features = _check_array(X, name)
+    features = patch_rows(_check_array(X, name))
     n_images, n_patches = features.shape[:2]
     return (
         features,
@@ -68,14 +108,15 @@ def _check_array(X, name):
     if not isinstance(X, np.ndarray):
         msg = (
             f"{name} must be an ndarray of patch features with shape "
-            f"(n_images, n_patches, n_features), as PatchFeaturizer.transform "
-            f"returns; got {type(X).__name__}."
+            f"(n_images, h, w, n_features), as PatchFeaturizer.transform "
+            f"returns, or (n_images, n_patches, n_features); got {type(X).__name__}."
         )
         raise TypeError(msg)
-    if X.ndim != 3:
+    if X.ndim not in (3, 4):
         msg = (
-            f"{name} must have shape (n_images, n_patches, n_features); got shape "
-            f"{X.shape}. Pass images through PatchFeaturizer first."
+            f"{name} must have shape (n_images, h, w, n_features) or (n_images, "
+            f"n_patches, n_features); got shape {X.shape}. Pass images through "
+            "PatchFeaturizer first."
         )
         raise ValueError(msg)
     if min(X.shape) == 0:

@@ -434,7 +434,7 @@ def test_input_size_contract(case):
     expected = {
         "SoftPatchClassifier": (2,),
         "SoftPatchSegmenter": (2, 40, 56),  # maps at the input's resolution
-        "PatchFeaturizer": (2, N_PATCHES, 16),
+        "PatchFeaturizer": (2, 4, 4, 16),  # on its 4 x 4 patch grid
     }[case.name]
     assert out.shape == expected and np.isfinite(out).all()
     # But the images of one collection must share one size.

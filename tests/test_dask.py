@@ -344,7 +344,8 @@ def test_fit_features_by_position_are_the_features(client, data):
     workers = sorted(client.nthreads())
     assert [holders[0] for holders in placed] == [workers[c % 2] for c in range(len(placed))]
     with torch_threads(ONE):
-        assert np.array_equal(by_position.compute(), featurizer.transform(train))
+        # Rows of patches, chunked by position, of the features on their grid.
+        assert np.array_equal(by_position.compute(), featurizer.transform(train).reshape(len(train), -1, featurizer.embed_dim))
 
 
 def test_featurize_survives_a_killed_worker(client, data):

@@ -158,7 +158,7 @@ def test_passthrough_is_plain_patchcore(data):
     features = clf.pipeline_[0].transform(X[:3])
     bank = WeightedCoreset(random_state=0).fit(clf.pipeline_[0].transform(train))
     np.testing.assert_array_equal(clf.named_steps["coreset"].memory_weights_, 1)
-    np.testing.assert_allclose(clf.score_samples(X[:3]), bank.score_samples(features).min(1), rtol=1e-6)
+    np.testing.assert_allclose(clf.score_samples(X[:3]), bank.score_samples(features).min(axis=(1, 2)), rtol=1e-6)
 
 
 def test_segmenter_maps_masks_and_sizes(data):
@@ -326,6 +326,7 @@ def test_image_score_is_mean_of_k_largest_patch_scores(k, data):
     clf = _small(SoftPatchClassifier, denoise="passthrough", image_score_k=k).fit(train)
     features = clf.pipeline_[0].transform(X[:3])
     patch_anomaly = -WeightedCoreset(random_state=0).fit(clf.pipeline_[0].transform(train)).score_samples(features)
+    patch_anomaly = patch_anomaly.reshape(len(patch_anomaly), -1)
     top = np.sort(patch_anomaly, axis=1)[:, -min(k, patch_anomaly.shape[1]):]
     np.testing.assert_allclose(clf.score_samples(X[:3]), -top.mean(axis=1), rtol=1e-5)
 

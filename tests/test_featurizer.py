@@ -14,14 +14,14 @@ def test_shapes_and_grid(images):
     featurizer = PatchFeaturizer(image_size=64, embed_dim=32).fit(images)
     features = featurizer.transform(images)
     assert featurizer.feature_shape_ == (8, 8)  # stride 8
-    assert features.shape == (5, 64, 32) and features.dtype == np.float32
+    assert features.shape == (5, 8, 8, 32) and features.dtype == np.float32  # on the grid
     assert featurizer.n_features_out_ == 32
 
 
 def test_rectangular_size_and_other_backbone(images):
     featurizer = PatchFeaturizer("resnet18", weights=None, image_size=(64, 96), embed_dim=16).fit(images)
     assert featurizer.feature_shape_ == (8, 12)
-    assert featurizer.transform(images[:2]).shape == (2, 96, 16)
+    assert featurizer.transform(images[:2]).shape == (2, 8, 12, 16)
 
 
 def test_batch_size_and_input_type_do_not_change_features(images):

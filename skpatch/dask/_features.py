@@ -6,6 +6,7 @@ import operator
 import numpy as np
 
 from .._chunking import rows_per_chunk
+from .._patches import patch_rows
 from ._partitions import (
     DelayedPart, block_starts, first_image, get_client, part_len, partitions, round_to_batches, submit,
 )
@@ -34,8 +35,9 @@ def featurize(featurizer, images, *, client=None, partition_size=None, persist=T
 
     Returns
     -------
-    features : dask.array.Array of shape (n_images, n_patches, embed_dim)
-        Chunked by partition along the images; each chunk equals
+    features : dask.array.Array of shape (n_images, h, w, embed_dim)
+        On the patch grid ``featurizer.feature_shape_``, chunked by
+        partition along the images; each chunk equals
         ``featurizer.transform`` of its images, bit for bit at the same
         torch thread count. ``featurizer`` is fitted.
     """
@@ -48,6 +50,7 @@ def featurize(featurizer, images, *, client=None, partition_size=None, persist=T
     if not hasattr(featurizer, "backbone_"):
         featurizer.fit(first_image(parts[0]))
     features = featurize_parts(featurizer, parts, client)
+    features = features.reshape(len(features), *featurizer.feature_shape_, featurizer.embed_dim)
     return client.persist(features) if persist else features
 
 
@@ -160,12 +163,14 @@ def images_per_chunk(image_bytes):
 
 
 def featurize_partition(featurizer, images):
-    return featurizer.transform(images)
+    """A partition's features as rows of patches ``(n, h * w, d)``: the cluster
+    chunks them by patch position."""
+    return patch_rows(featurizer.transform(images))
 
 
 def featurize_pieces(featurizer, images, bounds):
     """A partition's features as one contiguous copy per position range."""
-    features = featurizer.transform(images)
+    features = patch_rows(featurizer.transform(images))
     return tuple(np.ascontiguousarray(features[:, start:stop]) for start, stop in bounds)
 
 
