@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn import get_config
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -149,6 +149,51 @@ class BaseSoftPatch(BaseEstimator):
         if params.get("device") == "auto" and self.device != "auto":
             update["device"] = self.device
         step.set_params(**update)
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Fit the pipeline on (possibly contaminated) training images.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W[, C]) or list
+            Training images, all of one size: uint8 or float in [0, 1], a
+            list of arrays, PIL images or file paths. They may contain
+            unlabelled defects.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        self._fit(X)
+        return self
+
+    def _fit(self, X):
+        """Fit the pipeline, then ``train_scores_`` / ``offset_`` from held-out
+        maps of the training images ``_held_out_images`` names (the
+        estimator's ``_finish_fit``); return the training features."""
+        features = self._fit_pipeline(X)
+        self._finish_fit(self._train_patch_anomaly(features, self._held_out_images(len(features))))
+        return features
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative where an anomaly is predicted.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_images, H, W[, C]) or list
+            Test images, all of one size.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_images,) or (n_images, H, W)
+            One score per image (:class:`SoftPatchClassifier`) or per pixel
+            (:class:`SoftPatchSegmenter`).
+        """
+        return self.score_samples(X) - self.offset_
 
     def _fit_pipeline(self, X):
         """Fit the pipeline; return the training features for in-sample scores."""

@@ -4,7 +4,7 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import OutlierMixin, _fit_context
+from sklearn.base import OutlierMixin
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
@@ -182,25 +182,9 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
         )
         self.image_score_k = image_score_k
 
-    @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y=None):
-        """Fit the pipeline on (possibly contaminated) training images.
-
-        Parameters
-        ----------
-        X : ndarray of shape (n_images, H, W[, C]) or list
-            Training images: uint8 or float in [0, 1], a list of arrays,
-            PIL images or file paths. They may contain unlabelled defects.
-        y : None
-            Ignored; present for API consistency.
-
-        Returns
-        -------
-        self : SoftPatchClassifier
-        """
-        features = self._fit_pipeline(X)
-        self._finish_fit(self._train_patch_anomaly(features))
-        return self
+    def _held_out_images(self, n_images):
+        """Every training image: ``train_scores_`` has one score each."""
+        return None
 
     def _finish_fit(self, held_out_maps):
         """``train_scores_``, ``contamination_estimate_`` and ``offset_`` from the
@@ -322,20 +306,6 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
 
     def _image_anomaly(self, patch_maps):
         return self._image_scores_from_patch_map(torch.from_numpy(patch_maps)).numpy()
-
-    def decision_function(self, X):
-        """``score_samples(X) - offset_``: negative for predicted anomalies.
-
-        Parameters
-        ----------
-        X : ndarray of shape (n_images, H, W, C) or list
-            Test images.
-
-        Returns
-        -------
-        scores : ndarray of shape (n_images,)
-        """
-        return self.score_samples(X) - self.offset_
 
     def predict(self, X):
         """+1 for normal images, -1 for anomalous ones.

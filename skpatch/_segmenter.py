@@ -145,28 +145,9 @@ class SoftPatchSegmenter(BaseSoftPatch):
         )
         self.sigma = sigma
 
-    @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y=None):
-        """Fit the pipeline on (possibly contaminated) training images.
-
-        Parameters
-        ----------
-        X : ndarray of shape (n_images, H, W[, C]) or list
-            Training images; they may contain unlabelled defects.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        self : SoftPatchSegmenter
-        """
-        self._fit(X)
-        return self
-
-    def _fit(self, X):
-        features = self._fit_pipeline(X)
-        self._finish_fit(self._train_patch_anomaly(features, self._offset_sample(len(features))))
-        return features
+    def _held_out_images(self, n_images):
+        """The seeded subset of at most 64 training images that ``offset_`` is read from."""
+        return self._offset_sample(n_images)
 
     def _finish_fit(self, held_out_maps):
         """``contamination_estimate_`` and the pixel threshold ``offset_`` from
@@ -257,20 +238,6 @@ class SoftPatchSegmenter(BaseSoftPatch):
         if return_scores:
             return maps, maps.reshape(len(maps), -1).max(axis=1)
         return maps
-
-    def decision_function(self, X):
-        """``score_samples(X) - offset_``: negative on predicted defect pixels.
-
-        Parameters
-        ----------
-        X : ndarray of shape (n_images, H, W, C) or list
-            Test images, all of one size.
-
-        Returns
-        -------
-        maps : ndarray of shape (n_images, H, W)
-        """
-        return self.score_samples(X) - self.offset_
 
     def predict(self, X):
         """Binary defect masks.
