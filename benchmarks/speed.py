@@ -121,7 +121,7 @@ def compare_coreset(n_train, sampling_ratio):
     featurizer = PatchFeaturizer().fit(train)
     features, test_features = featurizer.transform(train), featurizer.transform(test)
     patches = NoiseDiscriminator(random_state=0).fit_transform(features)
-    kept = torch.from_numpy(features.reshape(-1, features.shape[2])[patches.kept.reshape(-1)])
+    kept = torch.from_numpy(features.reshape(-1, features.shape[-1])[patches.kept.reshape(-1)])
     rows = []
     for n_cells in ("auto", 1):
         t = _clock()

@@ -22,8 +22,11 @@ root = str(REPO.parent / "shared" / "data" / {"tire": "mvtec_3d_tire", "bottle":
 data = load_mvtec(root)
 f = PatchFeaturizer(n_jobs=2)
 t = time.time()
+# The lab works on rows of patches (n_images, h * w, d); the grid is saved beside them.
 tr = f.fit_transform(data.train_images)
+tr = tr.reshape(len(tr), -1, tr.shape[-1])
 te = f.transform(data.test_images)
+te = te.reshape(len(te), -1, te.shape[-1])
 print(name, tr.shape, te.shape, f.feature_shape_, time.time() - t)
 masks = data.get("test_masks")
 out = dict(train=tr, test=te, labels=np.asarray(data.test_labels), types=np.asarray(data.test_defect_types), grid=np.array(f.feature_shape_))
