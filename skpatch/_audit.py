@@ -101,8 +101,9 @@ def audit_training_set(X, estimator=None, *, output=None, n_show=12):
             Estimated number of defective images: the fitted estimator's
             ``contamination_estimate_ * n_images`` when it has that attribute,
             else ``n_flagged``.
-        estimate_source : {"contamination_estimate_", "flagged"}
-            Which of the two ``n_defective_estimate`` is.
+        estimate_source : str
+            Which of the two ``n_defective_estimate`` is:
+            ``"contamination_estimate_"`` or ``"flagged"``.
         paths : list of str
             The path of each image, ``""`` for an image that is not a file.
         files : dict
