@@ -97,7 +97,7 @@ def profile_stages(source, n_train, sampling_ratio, backbone=None):
     t = _clock()
     scores = coreset.score_samples(test_features)
     out["test_scoring"] = _clock() - t
-    out["auroc"] = image_auroc(y, -scores.min(1)) if len(np.unique(y)) == 2 else float("nan")
+    out["auroc"] = image_auroc(y, -scores.min(axis=(1, 2))) if len(np.unique(y)) == 2 else float("nan")
     # The same selection searched by brute force: the reference for speed and exactness.
     t = _clock()
     brute = WeightedCoreset(sampling_ratio, search="brute", random_state=0).fit(lof_patches)
@@ -129,7 +129,7 @@ def compare_coreset(n_train, sampling_ratio):
         elapsed = _clock() - t
         bank = torch.from_numpy(coreset.memory_bank_)
         radius = max(float(torch.cdist(chunk, bank).min(1).values.max()) for chunk in kept.split(4096))
-        auroc = image_auroc(y, -coreset.score_samples(test_features).min(1))
+        auroc = image_auroc(y, -coreset.min_score_samples(test_features))
         rows.append({"n_cells": n_cells, "seconds": elapsed, "coverage_radius": radius, "auroc": auroc})
     return rows
 
@@ -158,7 +158,7 @@ def compare_search_and_dtype(n_train, sampling_ratio):
                 exact_scores = scores
             rows.append({
                 "features": dtype, "search": search, "coreset_fit": fit_time,
-                "scoring": _clock() - t, "auroc": image_auroc(y, -scores.min(1)),
+                "scoring": _clock() - t, "auroc": image_auroc(y, -scores.min(axis=(1, 2))),
                 "feature_mb": features.nbytes / 2**20,
                 "patch scores equal to brute force float32": float(np.mean(np.isclose(scores, exact_scores, rtol=1e-4))),
             })

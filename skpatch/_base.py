@@ -209,11 +209,11 @@ class BaseSoftPatch(BaseEstimator):
         features = _on_grid(features, featurizer)
         self.pipeline_.steps[0] = ("featurizer", featurizer)
         # The other steps are fitted in place on the featurizer's (cached)
-        # output, which carries its patch grid; a discriminator that takes a
-        # cache caches its own raw scores under the key.
+        # output, which carries its patch grid; a discriminator whose fit
+        # takes cache and features_key caches its own raw scores under the key.
         if denoise == "passthrough":
             patches = features
-        elif key is not None and has_fit_parameter(denoise, "cache"):
+        elif key is not None and all(has_fit_parameter(denoise, name) for name in ("cache", "features_key")):
             patches = denoise.fit_transform(features, cache=memory, features_key=key)
         else:
             patches = denoise.fit_transform(features)
@@ -403,8 +403,13 @@ def _on_grid(features, featurizer):
     """
     if features.ndim == 3 and hasattr(featurizer, "feature_shape_"):
         h, w = featurizer.feature_shape_
-        if h * w == features.shape[1]:
-            return features.reshape(len(features), h, w, features.shape[2])
+        if h * w != features.shape[1]:
+            msg = (
+                f"The featurizer returned {features.shape[1]} patches per image, but its "
+                f"feature_shape_ {tuple(featurizer.feature_shape_)} holds {h * w}."
+            )
+            raise ValueError(msg)
+        return features.reshape(len(features), h, w, features.shape[2])
     return features
 
 

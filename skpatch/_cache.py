@@ -16,6 +16,10 @@ from sklearn.utils.validation import check_memory
 from ._filelock import file_lock
 
 
+#: The layout of cached features, part of every feature key.
+_FEATURE_LAYOUT = "features on their patch grid (n_images, h, w, n_features)"
+
+
 def check_cache(cache):
     """``cache`` as a joblib.Memory; a folder that cannot be used is a clear error."""
     try:
@@ -65,7 +69,10 @@ def feature_key(featurizer, images):
     not hash the same way twice.
     """
     params = featurizer.get_params(deep=True) if hasattr(featurizer, "get_params") else featurizer
-    return joblib.hash((type(featurizer).__qualname__, params, images))
+    # The output layout is part of the key: entries written since the
+    # features carry their grid, (n, h, w, d), must not reach an older
+    # skpatch sharing the folder, which reads (n, h * w, d).
+    return joblib.hash((type(featurizer).__qualname__, params, images, _FEATURE_LAYOUT))
 
 
 def fit_transform_step(key, step, X):

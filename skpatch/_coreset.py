@@ -394,7 +394,7 @@ class WeightedCoreset(BaseEstimator):
         return on_grid(-(distance * self.memory_weights_[nearest]).reshape(features.shape[:2]), X)
 
     def min_score_samples(self, X):
-        """Lowest patch score of each image: ``score_samples(X).min(axis=1)``.
+        """Lowest patch score of each image: the minimum of ``score_samples(X)`` over its patches.
 
         What an image score that is the largest patch distance needs. With
         ``search="exact"`` the search is pruned by bounds: a patch whose

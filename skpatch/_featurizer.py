@@ -151,7 +151,7 @@ class PatchFeaturizer(TransformerMixin, BaseEstimator):
     >>> featurizer = PatchFeaturizer(image_size=64, embed_dim=64).fit(X)
     >>> features = featurizer.transform(X)
     >>> features.shape, featurizer.feature_shape_
-    ((2, 64, 64), (8, 8))
+    ((2, 8, 8, 64), (8, 8))
     """
 
     # Model files written before the engine parameter ran torch (skpatch._persist).

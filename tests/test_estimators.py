@@ -4,10 +4,17 @@ import pickle
 
 import numpy as np
 import pytest
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.model_selection import GridSearchCV
 
-from skpatch import BaggedCoreset, NoiseDiscriminator, SoftPatchClassifier, SoftPatchSegmenter, WeightedCoreset
+from skpatch import (
+    BaggedCoreset,
+    NoiseDiscriminator,
+    PatchFeaturizer,
+    SoftPatchClassifier,
+    SoftPatchSegmenter,
+    WeightedCoreset,
+)
 from skpatch.metrics import image_auroc_scorer
 
 ESTIMATORS = [SoftPatchClassifier, SoftPatchSegmenter]
@@ -406,3 +413,49 @@ def test_offset_ignores_images_without_support_in_the_bank(cls, data):
     assert np.isfinite(est.decision_function(good[2:4])).all()
     with pytest.raises(ValueError, match="offset_ cannot be computed"):
         est._set_thresholds(np.full(4, np.inf))
+
+
+class _RowsFeaturizer(PatchFeaturizer):
+    """A featurizer of one's own that returns rows of patches (n, h * w, d)."""
+
+    def transform(self, X):
+        features = super().transform(X)
+        return features.reshape(len(features), -1, features.shape[-1])
+
+
+class _WrongGridFeaturizer(_RowsFeaturizer):
+    """One patch more per image than its feature_shape_ holds."""
+
+    def transform(self, X):
+        features = super().transform(X)
+        return np.concatenate([features, features[:, :1]], axis=1)
+
+
+class _CacheOnlyDenoise(TransformerMixin, BaseEstimator):
+    """A denoise step whose fit takes cache= but not features_key=."""
+
+    def fit(self, X, y=None, cache=None):
+        self.got_cache_ = cache is not None
+        return self
+
+    def transform(self, X):
+        return X
+
+
+def test_a_featurizer_returning_rows_is_put_on_its_grid(data):
+    train, X, _, _ = data
+    grid = _small(SoftPatchClassifier).fit(train)
+    rows = _small(SoftPatchClassifier, featurizer=_RowsFeaturizer(image_size=64, embed_dim=64)).fit(train)
+    np.testing.assert_array_equal(rows.score_samples(X[:4]), grid.score_samples(X[:4]))
+    wrong = _small(SoftPatchClassifier, featurizer=_WrongGridFeaturizer(image_size=64, embed_dim=64))
+    with pytest.raises(ValueError, match=r"returned 65 patches per image, but its feature_shape_ \(8, 8\) holds 64"):
+        wrong.fit(train)
+
+
+def test_a_denoise_step_gets_the_cache_only_if_it_takes_cache_and_features_key(data, tmp_path):
+    train, X, _, _ = data
+    clf = SoftPatchClassifier(_small(SoftPatchClassifier).featurizer, _CacheOnlyDenoise(), random_state=0,
+                              cache=str(tmp_path))
+    clf.set_params(featurizer__image_size=64, featurizer__embed_dim=64).fit(train)
+    assert clf.named_steps["denoise"].got_cache_ is False
+    assert clf.score_samples(X[:2]).shape == (2,)

@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 sys.path.insert(0, str(PROBES))
 
 from skpatch import NoiseDiscriminator  # noqa: E402
+from skpatch._patches import patch_grid  # noqa: E402
 
 DISCRIMINATORS = {
     "k6": {"n_neighbors": 6, "max_shift": 0},
@@ -50,7 +51,7 @@ class _Hysteresis(NoiseDiscriminator):
 
     def _fit(self, X, memory=None, feature_key=None, grid_shape=None):
         super()._fit(X, memory, feature_key, grid_shape)
-        h, w = self._check_grid_shape(grid_shape, self.scores_.shape[1])
+        h, w = self._check_grid_shape(patch_grid(X) or grid_shape, self.scores_.shape[1])
         removed = ~self.kept_.reshape(-1, h, w)
         low = np.quantile(self.scores_.reshape(-1), 1 - min(2 * self.threshold, 1.0))
         candidates = (self.scores_ >= low).reshape(removed.shape) | removed

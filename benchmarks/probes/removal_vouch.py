@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 sys.path.insert(0, str(PROBES))
 
 from skpatch import NoiseDiscriminator  # noqa: E402
+from skpatch._patches import patch_grid, patch_rows  # noqa: E402
 
 
 def window_vouching(Z, kept, grid, window, m):
@@ -87,6 +88,8 @@ class _Vouched(NoiseDiscriminator):
 
     def _fit(self, X, memory=None, feature_key=None, grid_shape=None):
         super()._fit(X, memory, feature_key, grid_shape)
+        grid_shape = patch_grid(X) or grid_shape  # features on their grid carry it
+        X = patch_rows(X)
         n, n_patches, d = X.shape
         kept = torch.from_numpy(self.kept_.reshape(-1))
         kept_idx, removed_idx = torch.nonzero(kept).squeeze(1), torch.nonzero(~kept).squeeze(1)

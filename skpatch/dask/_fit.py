@@ -162,14 +162,11 @@ class DistributedFit:
         so they are computed on the position chunks, gathered as
         ``(n_images, n_patches)`` and aggregated here as ``fit`` does.
         """
-        from .._classifier import SoftPatchClassifier
-
         est = self.estimator
         n_images = features.shape[0]
-        if isinstance(est, SoftPatchClassifier):
+        indices = est._held_out_images(n_images)
+        if indices is None:  # every training image
             indices = np.arange(n_images)
-        else:
-            indices = est._offset_sample(n_images)
         coreset = self.client.scatter(est.pipeline_[-1], broadcast=True, hash=False)
         blocks = features.to_delayed().reshape(-1)
         parts = self.client.compute(
