@@ -20,6 +20,7 @@ from ._discriminator import NoiseDiscriminator
 from ._featurizer import PatchFeaturizer
 from ._images import check_images
 from ._onnx import export_onnx
+from ._patches import WeightedPatches
 from ._thresholds import robust_threshold
 
 STEP_NAMES = ("featurizer", "denoise", "memory")
@@ -196,7 +197,7 @@ class BaseSoftPatch(BaseEstimator):
         return self.score_samples(X) - self.offset_
 
     def _fit_pipeline(self, X):
-        """Fit the pipeline; return the training features for in-sample scores."""
+        """Fit the pipeline; return the memory step's training features, for held-out scores."""
         images = check_images(X)
         memory = check_cache(self.cache)
         self.pipeline_ = self._make_pipeline()
@@ -220,7 +221,10 @@ class BaseSoftPatch(BaseEstimator):
         coreset.fit(patches)
         self.n_train_images_ = len(images)
         self.image_size_ = images.image_size
-        return features
+        # The held-out scores search the features the memory step was fitted
+        # on: a denoise step that transforms them (a projection, say) hands
+        # on its output; NoiseDiscriminator hands on the features unchanged.
+        return features if isinstance(patches, WeightedPatches) else patches
 
     def _features(self, images):
         """Test features of a checked collection, cached like the training ones."""

@@ -459,3 +459,23 @@ def test_a_denoise_step_gets_the_cache_only_if_it_takes_cache_and_features_key(d
     clf.set_params(featurizer__image_size=64, featurizer__embed_dim=64).fit(train)
     assert clf.named_steps["denoise"].got_cache_ is False
     assert clf.score_samples(X[:2]).shape == (2,)
+
+
+def _first_half_of_the_channels(features):
+    return np.ascontiguousarray(features[..., : features.shape[-1] // 2])
+
+
+def test_held_out_scores_search_what_a_transforming_denoise_step_handed_on(data):
+    """train_scores_ come from the features the memory step was fitted on:
+    a denoise step that transforms them hands on its output."""
+    from sklearn.preprocessing import FunctionTransformer
+
+    train, X, _, _ = data
+    clf = SoftPatchClassifier(denoise=FunctionTransformer(_first_half_of_the_channels), random_state=0)
+    clf.set_params(featurizer__image_size=64, featurizer__embed_dim=64).fit(train)
+    memory = clf.named_steps["coreset"]
+    assert memory.n_features_in_ == 32
+    features = _first_half_of_the_channels(clf.named_steps["featurizer"].transform(train))
+    held_out = memory.score_held_out(features, np.arange(len(train))).min(axis=(1, 2))
+    np.testing.assert_array_equal(clf.train_scores_, held_out)
+    assert clf.score_samples(X[:2]).shape == (2,)
