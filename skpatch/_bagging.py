@@ -15,7 +15,7 @@ from ._chunking import rows_per_chunk
 from ._coreset import ALL_REMOVED, WeightedCoreset
 from ._device import resolve_device
 from ._ivf import build_grouped_lists
-from ._patches import WeightedPatches, check_n_features, check_patch_features, float32_tensor, on_grid
+from ._patches import PatchFeatureStepMixin, WeightedPatches, check_n_features, check_patch_features, float32_tensor, on_grid
 from ._threads import torch_threads
 
 # The WeightedCoreset parameters each member takes as they are.
@@ -26,7 +26,7 @@ _MEMBER_PARAMS = ("projection_dim", "n_cells", "search", "n_probe", "n_jobs", "d
 _SHARED_LISTS_SEED = 0
 
 
-class BaggedCoreset(BaseEstimator):
+class BaggedCoreset(PatchFeatureStepMixin, BaseEstimator):
     """Ensemble of weighted coresets, each built from a subset of the training images.
 
     Each of the ``n_estimators`` members is a :class:`WeightedCoreset` of
@@ -217,15 +217,9 @@ class BaggedCoreset(BaseEstimator):
     def score_samples(self, X):
         """Negated aggregate over the members of each patch's weighted distance.
 
-        Parameters
-        ----------
-        X : ndarray of shape (n_images, h, w, n_features) or (n_images, n_patches, n_features)
-
-        Returns
-        -------
-        scores : ndarray of shape (n_images, h, w) or (n_images, n_patches)
-            Shaped as the patches of ``X``; higher is more normal, as in
-            :meth:`WeightedCoreset.score_samples`.
+        Takes and returns what :meth:`WeightedCoreset.score_samples` does:
+        one score per patch of ``X`` (features on their grid or rows of
+        patches), shaped as its patches, higher = more normal.
         """
         check_is_fitted(self, "estimators_")
         features = check_n_features(self, X)
@@ -337,12 +331,6 @@ class BaggedCoreset(BaseEstimator):
         if self.aggregate == "median":
             return np.median(anomaly, axis=0).astype(np.float32)
         return anomaly.mean(axis=0, dtype=np.float64).astype(np.float32)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        return tags
 
 
 def memory_members(memory):

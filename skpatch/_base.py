@@ -186,7 +186,7 @@ class BaseSoftPatch(BaseEstimator):
         Parameters
         ----------
         X : ndarray of shape (n_images, H, W[, C]) or list
-            Test images, all of one size.
+            Test images, as :meth:`score_samples` takes them.
 
         Returns
         -------

@@ -14,7 +14,7 @@ from ._chunking import rows_per_chunk
 from ._device import resolve_device
 from ._ivf import InvertedLists, build_ivf, default_n_lists, image_max_weighted_distance, nearest_rows
 from ._kcenter import greedy_kcenter
-from ._patches import check_n_features, check_patch_features, float32_tensor, on_grid
+from ._patches import PatchFeatureStepMixin, check_n_features, check_patch_features, float32_tensor, on_grid
 from ._progress import progress
 from ._threads import torch_threads
 
@@ -27,7 +27,7 @@ _POINTS_PER_CELL = 1024
 _PYNNDESCENT_K = 10
 
 
-class WeightedCoreset(BaseEstimator):
+class WeightedCoreset(PatchFeatureStepMixin, BaseEstimator):
     """Memory bank of kept training patches, chosen by greedy k-center, with weights.
 
     :meth:`fit` selects ``sampling_ratio`` of all training patches by
@@ -555,12 +555,6 @@ class WeightedCoreset(BaseEstimator):
             self.memory_bank_, n_neighbors=min(30, len(self.memory_bank_) - 1) or 1,
             random_state=rng.randint(np.iinfo(np.int32).max), n_jobs=1 if self.n_jobs is None else self.n_jobs,
         )
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        return tags
 
 
 def _exact_nearest(queries, bank, device="cpu", exclude=None, groups=None):

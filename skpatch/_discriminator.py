@@ -13,11 +13,18 @@ from ._alignment import estimate_shifts, shift_grids, unshift_scores
 from ._cache import cached_call
 from ._chunking import rows_per_chunk
 from ._outlier_scores import global_ranks, knn_distance_scores, lof_scores, mahalanobis_scores
-from ._patches import WeightedPatches, check_n_features, check_patch_features, float32_tensor, patch_grid
+from ._patches import (
+    PatchFeatureStepMixin,
+    WeightedPatches,
+    check_n_features,
+    check_patch_features,
+    float32_tensor,
+    patch_grid,
+)
 from ._threads import torch_threads
 
 
-class NoiseDiscriminator(TransformerMixin, BaseEstimator):
+class NoiseDiscriminator(PatchFeatureStepMixin, TransformerMixin, BaseEstimator):
     """Score each training patch against the same position in the other images.
 
     For every patch position, the patches of all training images at that
@@ -313,14 +320,8 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Pass test features through unchanged (prediction time).
 
-        Parameters
-        ----------
-        X : ndarray of shape (n_images, h, w, n_features) or (n_images, n_patches, n_features)
-
-        Returns
-        -------
-        X : ndarray
-            The same array.
+        ``X`` (features on their grid or rows of patches, as in :meth:`fit`)
+        is checked against ``n_features_in_`` and returned as it is.
         """
         check_is_fitted(self, "scores_")
         check_n_features(self, X)
@@ -541,12 +542,6 @@ class NoiseDiscriminator(TransformerMixin, BaseEstimator):
         if name == "lof":
             return lof_scores(Z, self.n_neighbors_)
         return mahalanobis_scores(Z, self.shrinkage)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        return tags
 
 
 def _cached_raw_score(feature_key, score_key, discriminator, features, grid_shape):

@@ -55,6 +55,20 @@ class WeightedPatches:
         return f"WeightedPatches(n_images={n}, n_patches={p}, n_features={d}, kept={int(self.kept.sum())})"
 
 
+class PatchFeatureStepMixin:
+    """Mixin of the pipeline steps that take patch features, not a 2-d ``X``.
+
+    Their input is ``(n_images, h, w, n_features)`` or ``(n_images,
+    n_patches, n_features)``; scikit-learn's estimator checks read the tags.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        return tags
+
+
 def patch_grid(X):
     """The patch grid ``(h, w)`` that ``X`` carries, or None.
 

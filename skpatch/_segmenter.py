@@ -70,9 +70,6 @@ class SoftPatchSegmenter(BaseSoftPatch):
 
     Attributes
     ----------
-    pipeline_ : sklearn.pipeline.Pipeline
-        The fitted ``featurizer -> denoise -> memory`` pipeline.
-
     offset_ : float
         ``decision_function = score_samples - offset_``, per pixel.
 
@@ -81,11 +78,8 @@ class SoftPatchSegmenter(BaseSoftPatch):
         held-out training images (those of the ``offset_`` subset) whose
         largest pixel score lies above the ``"auto"`` threshold.
 
-    n_train_images_ : int
-        Number of training images.
-
-    image_size_ : tuple of (int, int)
-        Size (H, W) of the training images.
+    pipeline_, n_train_images_, image_size_
+        As in :class:`SoftPatchClassifier`.
 
     See Also
     --------
@@ -181,15 +175,13 @@ class SoftPatchSegmenter(BaseSoftPatch):
 
         Parameters
         ----------
-        X : ndarray of shape (n_images, H, W, C) or list
-            Training images, as in :meth:`fit`.
-        y : None
-            Ignored.
+        X, y
+            As in :meth:`fit`.
 
         Returns
         -------
         masks : ndarray of shape (n_images, H, W), dtype bool
-            True where a pixel is predicted defective.
+            True where a pixel of a training image is predicted defective.
         """
         features = self._fit(X)
         maps = self._to_pixels(self._train_patch_anomaly(features), self.image_size_)
@@ -219,7 +211,7 @@ class SoftPatchSegmenter(BaseSoftPatch):
         Parameters
         ----------
         X : ndarray of shape (n_images, H, W[, C]) or list
-            Test images, all of one size.
+            Test images, as in :meth:`score_samples`.
         return_scores : bool, default=False
             Also return each image's anomaly score, the largest value of its
             map (the image score that skpatch's image-level scorers and the

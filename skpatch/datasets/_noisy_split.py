@@ -83,8 +83,7 @@ def make_noisy_split(dataset, noise_ratio, *, overlap=False, random_state=None):
     Examples
     --------
     >>> from skpatch.datasets import make_defect_dataset, make_noisy_split
-    >>> data = make_defect_dataset(n_train=20, n_test=12, image_size=32,
-    ...                            random_state=0)
+    >>> data = make_defect_dataset(20, 12, image_size=32, random_state=0)
     >>> split = make_noisy_split(data, 0.1, random_state=0)
     >>> len(split.train_images), int(split.train_labels.sum())
     (22, 2)

@@ -224,12 +224,9 @@ def aupro(masks, anomaly_maps, *, fpr_limit=0.3, num_thresholds=None):
 
     Parameters
     ----------
-    masks : array-like of shape (n_images, height, width)
-        Ground-truth masks: 1 (or True) for defective pixels, 0 for normal
-        ones. Each 8-connected component of a mask is one defect region.
-
-    anomaly_maps : array-like of shape (n_images, height, width)
-        Per-pixel anomaly scores, higher = more anomalous.
+    masks, anomaly_maps : array-like of shape (n_images, height, width)
+        Ground-truth masks and per-pixel anomaly scores, as in
+        :func:`pro_curve`.
 
     fpr_limit : float, default=0.3
         Upper integration limit on the false positive rate, in (0, 1]. The
@@ -264,10 +261,8 @@ def aupro(masks, anomaly_maps, *, fpr_limit=0.3, num_thresholds=None):
 
     References
     ----------
-    .. [1] P. Bergmann, K. Batzner, M. Fauser, D. Sattlegger and C. Steger,
-       "The MVTec Anomaly Detection Dataset: A Comprehensive Real-World
-       Dataset for Unsupervised Anomaly Detection", International Journal
-       of Computer Vision, 129(4), 1038-1059, 2021.
+    .. [1] The reference of :func:`pro_curve` (Bergmann et al., IJCV 2021),
+       which also integrates the curve up to a false positive rate of 0.3.
 
     Examples
     --------

@@ -221,10 +221,9 @@ def pixel_auroc(masks, anomaly_maps):
 
     References
     ----------
-    .. [1] P. Bergmann, K. Batzner, M. Fauser, D. Sattlegger and C. Steger,
-       "The MVTec Anomaly Detection Dataset: A Comprehensive Real-World
-       Dataset for Unsupervised Anomaly Detection", International Journal
-       of Computer Vision, 129(4), 1038-1059, 2021.
+    .. [1] P. Bergmann et al., "The MVTec Anomaly Detection Dataset: A
+       Comprehensive Real-World Dataset for Unsupervised Anomaly Detection",
+       IJCV 129(4), 1038-1059, 2021: pixel-level ROC on MVTec AD.
 
     Examples
     --------
