@@ -148,7 +148,8 @@ def compare_search_and_dtype(n_train, sampling_ratio):
         searches = ("brute", "exact", "ivf", "pynndescent") if dtype == "float32" else ("exact",)
         for search in searches:
             if search == "pynndescent":  # compile numba kernels outside the timing
-                WeightedCoreset(0.5, search=search, random_state=0).fit(features[:2, :50]).score_samples(features[:1, :50])
+                rows = features.reshape(len(features), -1, features.shape[-1])
+                WeightedCoreset(0.5, search=search, random_state=0).fit(rows[:2, :50]).score_samples(rows[:1, :50])
             t = _clock()
             coreset = WeightedCoreset(sampling_ratio, search=search, random_state=0).fit(patches)
             fit_time = _clock() - t

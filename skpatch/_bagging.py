@@ -217,9 +217,17 @@ class BaggedCoreset(PatchFeatureStepMixin, BaseEstimator):
     def score_samples(self, X):
         """Negated aggregate over the members of each patch's weighted distance.
 
-        Takes and returns what :meth:`WeightedCoreset.score_samples` does:
-        one score per patch of ``X`` (features on their grid or rows of
-        patches), shaped as its patches, higher = more normal.
+        Parameters
+        ----------
+        X : ndarray
+            Test patch features, on their grid or as rows of patches, as
+            :meth:`WeightedCoreset.score_samples` takes them.
+
+        Returns
+        -------
+        scores : ndarray
+            One score per patch, shaped as the patches of ``X``; higher is
+            more normal, as :meth:`WeightedCoreset.score_samples` returns.
         """
         check_is_fitted(self, "estimators_")
         features = check_n_features(self, X)

@@ -175,10 +175,15 @@ class BaseSoftPatch(BaseEstimator):
     def _fit(self, X):
         """Fit the pipeline, then ``train_scores_`` / ``offset_`` from held-out
         maps of the training images ``_held_out_images`` names (the
-        estimator's ``_finish_fit``); return the training features."""
+        estimator's ``_finish_fit``); return the memory step's training input."""
         features = self._fit_pipeline(X)
         self._finish_fit(self._train_patch_anomaly(features, self._held_out_images(len(features))))
         return features
+
+    def _held_out_images(self, n_images):
+        """Indices of the training images whose held-out maps finish the fit;
+        None for all of them."""
+        return None
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative where an anomaly is predicted.
@@ -224,7 +229,7 @@ class BaseSoftPatch(BaseEstimator):
         # The held-out scores search the features the memory step was fitted
         # on: a denoise step that transforms them (a projection, say) hands
         # on its output; NoiseDiscriminator hands on the features unchanged.
-        return features if isinstance(patches, WeightedPatches) else patches
+        return _memory_input(patches)
 
     def _features(self, images):
         """Test features of a checked collection, cached like the training ones."""
@@ -398,12 +403,23 @@ class BaseSoftPatch(BaseEstimator):
         return tags
 
 
+def _memory_input(patches):
+    """The features that a memory step was fitted on, as the denoise step handed
+    them on (on their grid where the :class:`WeightedPatches` carries one)."""
+    if not isinstance(patches, WeightedPatches):
+        return patches
+    features = patches.features
+    if patches.grid_shape is None:
+        return features
+    return features.reshape(len(features), *patches.grid_shape, features.shape[-1])
+
+
 def _on_grid(features, featurizer):
     """Features on their patch grid ``(n_images, h, w, n_features)``.
 
     :class:`PatchFeaturizer` returns them so. Rows of patches ``(n_images,
-    n_patches, n_features)`` (a featurizer of one's own, or features cached
-    before features carried their grid) are put on the featurizer's ``feature_shape_``.
+    n_patches, n_features)`` from a featurizer of one's own are put on its
+    ``feature_shape_``.
     """
     if features.ndim == 3 and hasattr(featurizer, "feature_shape_"):
         h, w = featurizer.feature_shape_

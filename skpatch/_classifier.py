@@ -182,10 +182,6 @@ class SoftPatchClassifier(OutlierMixin, BaseSoftPatch):
         )
         self.image_score_k = image_score_k
 
-    def _held_out_images(self, n_images):
-        """Every training image: ``train_scores_`` has one score each."""
-        return None
-
     def _finish_fit(self, held_out_maps):
         """``train_scores_``, ``contamination_estimate_`` and ``offset_`` from the
         held-out patch anomaly maps of all training images; :meth:`fit` and

@@ -306,7 +306,16 @@ class NoiseDiscriminator(PatchFeatureStepMixin, TransformerMixin, BaseEstimator)
 
         Parameters
         ----------
-        X, y, grid_shape, cache, features_key : see :meth:`fit`
+        X : ndarray
+            Training patch features, as in :meth:`fit`.
+        y : None
+            Ignored.
+        grid_shape : tuple of (int, int), default=None
+            As in :meth:`fit`.
+        cache : joblib.Memory or None, default=None
+            As in :meth:`fit`.
+        features_key : str or None, default=None
+            As in :meth:`fit`.
 
         Returns
         -------
@@ -320,8 +329,16 @@ class NoiseDiscriminator(PatchFeatureStepMixin, TransformerMixin, BaseEstimator)
     def transform(self, X):
         """Pass test features through unchanged (prediction time).
 
-        ``X`` (features on their grid or rows of patches, as in :meth:`fit`)
-        is checked against ``n_features_in_`` and returned as it is.
+        Parameters
+        ----------
+        X : ndarray
+            Test patch features, on their grid or as rows of patches, with
+            ``n_features_in_`` features each.
+
+        Returns
+        -------
+        X : ndarray
+            The same array, checked.
         """
         check_is_fitted(self, "scores_")
         check_n_features(self, X)

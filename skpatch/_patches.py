@@ -17,7 +17,8 @@ class WeightedPatches:
         Patch features, unchanged: on their patch grid, as
         :meth:`PatchFeaturizer.transform` returns them, or one row of
         patches per image. They are kept as ``(n_images, n_patches,
-        n_features)`` (a view), the grid in :attr:`grid_shape`.
+        n_features)`` (a view where the strides allow it), the grid in
+        :attr:`grid_shape`.
     weights : ndarray of shape (n_images, n_patches)
         Positive soft weights; a test patch matched to a memory patch has its
         distance multiplied by that patch's weight.
@@ -90,7 +91,8 @@ def on_grid(scores, X):
 
 
 def patch_rows(X):
-    """4-d features on their grid as ``(n_images, h * w, n_features)`` (a view)."""
+    """4-d features on their grid as ``(n_images, h * w, n_features)`` (a view
+    where the strides allow it, as :meth:`numpy.ndarray.reshape`)."""
     if getattr(X, "ndim", 0) == 4 and isinstance(X, np.ndarray):
         n, h, w, d = X.shape
         return X.reshape(n, h * w, d)
@@ -102,7 +104,7 @@ def check_patch_features(X, *, name="X", allow_weighted=False):
     or ``(n_images, n_patches, n_features)``.
 
     Returns ``(features, weights, kept)``, the features as ``(n_images,
-    n_patches, n_features)`` (a view of grid-shaped ones); weights are ones
+    n_patches, n_features)`` (grid-shaped ones reshaped); weights are ones
     and every patch is kept unless ``X`` is a :class:`WeightedPatches`.
     """
     if isinstance(X, WeightedPatches):

@@ -175,8 +175,10 @@ class SoftPatchSegmenter(BaseSoftPatch):
 
         Parameters
         ----------
-        X, y
-            As in :meth:`fit`.
+        X : ndarray or list of images
+            The training images, in any form :meth:`fit` takes.
+        y : None
+            Ignored.
 
         Returns
         -------

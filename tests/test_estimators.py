@@ -443,9 +443,13 @@ class _CacheOnlyDenoise(TransformerMixin, BaseEstimator):
 
 
 def test_a_featurizer_returning_rows_is_put_on_its_grid(data):
+    """On a non-square grid (8 x 12) the discriminator's dilation needs the
+    grid: rows of patches are put on the featurizer's feature_shape_."""
     train, X, _, _ = data
-    grid = _small(SoftPatchClassifier).fit(train)
-    rows = _small(SoftPatchClassifier, featurizer=_RowsFeaturizer(image_size=64, embed_dim=64)).fit(train)
+    grid = _small(SoftPatchClassifier).set_params(featurizer__image_size=(64, 96)).fit(train)
+    rows = _small(SoftPatchClassifier, featurizer=_RowsFeaturizer()).set_params(featurizer__image_size=(64, 96))
+    rows.fit(train)
+    assert rows.named_steps["featurizer"].feature_shape_ == (8, 12)
     np.testing.assert_array_equal(rows.score_samples(X[:4]), grid.score_samples(X[:4]))
     wrong = _small(SoftPatchClassifier, featurizer=_WrongGridFeaturizer(image_size=64, embed_dim=64))
     with pytest.raises(ValueError, match=r"returned 65 patches per image, but its feature_shape_ \(8, 8\) holds 64"):
@@ -463,6 +467,27 @@ def test_a_denoise_step_gets_the_cache_only_if_it_takes_cache_and_features_key(d
 
 def _first_half_of_the_channels(features):
     return np.ascontiguousarray(features[..., : features.shape[-1] // 2])
+
+
+class _HalfChannelsDiscriminator(NoiseDiscriminator):
+    """A discriminator that also keeps half the channels (WeightedPatches out)."""
+
+    def fit_transform(self, X, y=None, **params):
+        patches = super().fit_transform(_first_half_of_the_channels(X), **params)
+        return patches
+
+    def transform(self, X):
+        return super().transform(_first_half_of_the_channels(X))
+
+
+def test_held_out_scores_search_what_a_transforming_discriminator_handed_on(data):
+    train, X, _, _ = data
+    clf = SoftPatchClassifier(denoise=_HalfChannelsDiscriminator(n_neighbors=4), random_state=0)
+    clf.set_params(featurizer__image_size=64, featurizer__embed_dim=64).fit(train)
+    features = _first_half_of_the_channels(clf.named_steps["featurizer"].transform(train))
+    held_out = clf.named_steps["coreset"].score_held_out(features, np.arange(len(train))).min(axis=(1, 2))
+    np.testing.assert_array_equal(clf.train_scores_, held_out)
+    assert clf.score_samples(X[:2]).shape == (2,)
 
 
 def test_held_out_scores_search_what_a_transforming_denoise_step_handed_on(data):
