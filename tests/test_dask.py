@@ -55,19 +55,6 @@ def _kill_worker(client):
     return victim
 
 
-# A nanny's new worker imports torch before it joins: seconds on a quiet machine, over a
-# minute on a loaded one (a CI run once saw "Only 1/2 workers arrived after 60").
-WORKER_RESTART_TIMEOUT = 240
-
-
-def _await_replacement(client, victim):
-    """Wait until the scheduler has dropped ``victim`` and its nanny's new worker has joined."""
-    deadline = time.time() + WORKER_RESTART_TIMEOUT
-    while victim in client.scheduler_info()["workers"] and time.time() < deadline:
-        time.sleep(0.1)
-    client.wait_for_workers(2, timeout=WORKER_RESTART_TIMEOUT)
-
-
 def _cnn_runs(path):
     if not os.path.exists(path):
         return 0
@@ -85,6 +72,24 @@ def _small(cls, featurizer=None, **params):
 def client():
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    )
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture
+def own_client():
+    """A two-worker cluster of its own, for a test that kills a worker.
+
+    The tests ask whether skpatch's results survive the kill, not whether
+    the nanny's new worker joins: in a full-suite CI run the replacement
+    once never joined within 240 s, and on the shared cluster the missing
+    worker then failed the tests that came after.
+    """
+    cluster = distributed.LocalCluster(  # a free port: the shared cluster holds the default one
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
     )
     client = distributed.Client(cluster)
     yield client
@@ -156,7 +161,8 @@ def test_segmenter_maps_written_per_image(client, data, tmp_path):
     assert np.array_equal(np.stack([np.load(p) for p in written]), -reference)
 
 
-def test_killed_worker_loses_nothing(client, clf, paths):
+def test_killed_worker_loses_nothing(own_client, clf, paths):
+    client = own_client
     with torch_threads(ONE):
         reference = clf.score_samples(paths)
     model = skpatch.dask._scoring.ShippedModel(clf, client)
@@ -174,9 +180,6 @@ def test_killed_worker_loses_nothing(client, clf, paths):
     os.kill(pids[victim], signal.SIGKILL)
     got = np.concatenate(client.gather(futures))
     assert np.array_equal(got, reference)
-    # The scheduler saw the worker die, and its nanny started a new one.
-    _await_replacement(client, victim)
-    assert victim not in client.scheduler_info()["workers"] or client.run(os.getpid).get(victim) != pids[victim]
 
 
 def test_bad_inputs(client, clf, data):
@@ -348,28 +351,28 @@ def test_fit_features_by_position_are_the_features(client, data):
         assert np.array_equal(by_position.compute(), featurizer.transform(train).reshape(len(train), -1, featurizer.embed_dim))
 
 
-def test_featurize_survives_a_killed_worker(client, data):
+def test_featurize_survives_a_killed_worker(own_client, data):
     """Persisted features whose worker dies are recomputed: the featurizer
     is a task's result, not scattered data that the scheduler cannot rebuild."""
+    client = own_client
     X = data[0][:12]
     featurizer = _small(SoftPatchClassifier)._make_pipeline()[0]
     features = skpatch.dask.featurize(featurizer, X, client=client, partition_size=4)
     distributed.wait(features)
     gc.collect()
     time.sleep(1.0)  # the scheduler drops the extra copies of what it no longer needs
-    victim = _kill_worker(client)
+    _kill_worker(client)
     with torch_threads(ONE):
         assert np.array_equal(features.compute(), featurizer.transform(X))
-    _await_replacement(client, victim)
 
 
-def test_worker_killed_during_fit_loses_nothing(client, data, monkeypatch):
+def test_worker_killed_during_fit_loses_nothing(own_client, data, monkeypatch):
     """A worker killed (SIGKILL) after the shuffle, while the fit holds only
     the position chunks: the lost chunks are recomputed, and the fit is the
     same as without the kill."""
+    client = own_client
     X = data[0][:16]
     reference = skpatch.dask.fit(_small(SoftPatchClassifier), X, client=client, partition_size=4)
-    client.wait_for_workers(2, timeout=WORKER_RESTART_TIMEOUT)
     share = skpatch.dask._fit.worker_working_memory
     killed = []
 
@@ -386,7 +389,6 @@ def test_worker_killed_during_fit_loses_nothing(client, data, monkeypatch):
     assert np.array_equal(fitted.pipeline_[1].kept_, reference.pipeline_[1].kept_)
     assert np.array_equal(fitted.pipeline_[2].memory_bank_, reference.pipeline_[2].memory_bank_)
     assert np.array_equal(fitted.train_scores_, reference.train_scores_)
-    _await_replacement(client, killed[0])
 
 
 @pytest.mark.parametrize("method", ["nearest", "softpatch+"])
