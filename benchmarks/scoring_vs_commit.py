@@ -24,7 +24,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +39,8 @@ def main(argv=None):
     if not args.data.is_dir():
         print(f"error: no data at {args.data}", file=sys.stderr)
         return 2
+    from memory_scoring import best_time  # before the tree goes first on sys.path
+
     tree = args.tree.resolve()
     sys.path.insert(0, str(tree))
     import numpy as np
@@ -61,11 +62,7 @@ def main(argv=None):
         model = cls(random_state=0, device="cpu").fit(list(data.train_images))
         model.score_samples(test)  # first-call costs (engine export, buffers)
         load_before = os.getloadavg()[0]
-        best = float("inf")
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            model.score_samples(test)
-            best = min(best, time.perf_counter() - start)
+        best = best_time(lambda: model.score_samples(test), args.repeats)
         print(
             f"{commit} {cls.__name__}: score {len(test)} images {best:.2f} s (best of {args.repeats}); "
             f"memory {type(model.named_steps['coreset']).__name__}; "
